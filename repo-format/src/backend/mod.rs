@@ -1,0 +1,111 @@
+//! Storage: the small trait every backend implements (list, head, ranged get, create-only put,
+//! delete) and the object names of the repository layout. Backends are synchronous; the
+//! object_store adapter drives its own runtime, so callers are plain threads.
+//!
+//! Layers (retry, rate limits, dry-run) wrap a `Backend` and implement `Backend` themselves.
+
+mod objstore;
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::id::Id;
+
+pub use objstore::ObjectStoreBackend;
+
+/// The directories of a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// `config`
+    Config,
+    /// `keys/<id>`
+    Key,
+    /// `snapshots/<id>`
+    Snapshot,
+    /// `index/<id>`
+    Index,
+    /// `data/<2 hex>/<id>`
+    Pack,
+}
+
+impl FileKind {
+    /// The prefix under which objects of this kind are listed.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys/",
+            FileKind::Snapshot => "snapshots/",
+            FileKind::Index => "index/",
+            FileKind::Pack => "data/",
+        }
+    }
+
+    /// The object name of `id`.
+    pub fn path(self, id: &Id) -> String {
+        let hex = id.to_hex();
+        match self {
+            FileKind::Config => "config".into(),
+            FileKind::Pack => format!("data/{}/{}", &hex[..2], hex),
+            k => format!("{}{}", k.prefix(), hex),
+        }
+    }
+
+    /// Parses the id out of an object name of this kind.
+    pub fn id_of(self, path: &str) -> Option<Id> {
+        let name = path.rsplit('/').next()?;
+        Id::from_hex(name).ok()
+    }
+}
+
+/// One listed object.
+#[derive(Clone, Debug)]
+pub struct ObjectInfo {
+    /// Name relative to the repository root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A storage failure, naming the object.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The object does not exist.
+    #[error("{path}: not found")]
+    NotFound {
+        /// Object name.
+        path: String,
+    },
+    /// A create-only put found the object already there.
+    #[error("{path}: already exists")]
+    AlreadyExists {
+        /// Object name.
+        path: String,
+    },
+    /// Anything else: I/O, network, permission.
+    #[error("{path}: {message}")]
+    Other {
+        /// Object name (or the prefix being listed).
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Repository storage.
+pub trait Backend: Send + Sync {
+    /// Where this is, for messages (`/srv/repo`, `azure://container/prefix`).
+    fn location(&self) -> String;
+    /// Calls `f` for every object under `prefix`, streaming.
+    fn list(&self, prefix: &str, f: &mut dyn FnMut(ObjectInfo)) -> Result<(), BackendError>;
+    /// The size of an object, or `None` if it does not exist.
+    fn head(&self, path: &str) -> Result<Option<u64>, BackendError>;
+    /// An object, or the byte `range` of it.
+    fn get(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, BackendError>;
+    /// Stores a new object; fails with [`BackendError::AlreadyExists`] rather than overwrite.
+    fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError>;
+    /// Removes an object.
+    fn delete(&self, path: &str) -> Result<(), BackendError>;
+}
+
+pub mod conformance;

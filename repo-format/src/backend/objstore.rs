@@ -1,0 +1,131 @@
+//! A [`Backend`] over any `object_store` store: the local file system and memory now, Azure
+//! Blob, S3 and GCS through the same adapter. It owns a small tokio runtime and blocks on it,
+//! so the engine's threads call it like a file API.
+
+use std::ops::Range;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::{Backend, BackendError, ObjectInfo};
+
+/// An object_store-backed repository location.
+pub struct ObjectStoreBackend {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    location: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ObjectStoreBackend {
+    /// Wraps `store`, with every object under `prefix`; `location` names it in messages.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, location: String) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-io")
+            .enable_all()
+            .build()?;
+        Ok(ObjectStoreBackend { store, prefix: Path::from(prefix), location, runtime })
+    }
+
+    /// A repository in a local directory; the directory is created when `create` is set.
+    pub fn local(dir: &FsPath, create: bool) -> Result<Self, BackendError> {
+        let other = |message: String| BackendError::Other { path: dir.display().to_string(), message };
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| other(format!("cannot create directory: {e}")))?;
+        }
+        if !dir.is_dir() {
+            return Err(BackendError::NotFound { path: dir.display().to_string() });
+        }
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| other(e.to_string()))?;
+        Self::new(Arc::new(fs), "", dir.display().to_string()).map_err(|e| other(e.to_string()))
+    }
+
+    /// An in-memory repository, for tests.
+    pub fn memory() -> Self {
+        Self::new(Arc::new(object_store::memory::InMemory::new()), "", "memory:".into())
+            .expect("runtime")
+    }
+
+    fn full(&self, path: &str) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            Path::from(path)
+        } else {
+            Path::from(format!("{}/{}", self.prefix, path))
+        }
+    }
+
+    fn relative(&self, p: &Path) -> String {
+        let s = p.as_ref();
+        let pre = self.prefix.as_ref();
+        if pre.is_empty() {
+            s.to_string()
+        } else {
+            s.strip_prefix(pre).map(|r| r.trim_start_matches('/')).unwrap_or(s).to_string()
+        }
+    }
+}
+
+fn map_err(path: &str, e: object_store::Error) -> BackendError {
+    match e {
+        object_store::Error::NotFound { .. } => BackendError::NotFound { path: path.into() },
+        object_store::Error::AlreadyExists { .. } => BackendError::AlreadyExists { path: path.into() },
+        other => BackendError::Other { path: path.into(), message: other.to_string() },
+    }
+}
+
+impl Backend for ObjectStoreBackend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn list(&self, prefix: &str, f: &mut dyn FnMut(ObjectInfo)) -> Result<(), BackendError> {
+        let p = self.full(prefix.trim_end_matches('/'));
+        self.runtime.block_on(async {
+            let mut stream = self.store.list(Some(&p));
+            while let Some(item) = stream.next().await {
+                let meta = item.map_err(|e| map_err(prefix, e))?;
+                f(ObjectInfo { path: self.relative(&meta.location), size: meta.size });
+            }
+            Ok(())
+        })
+    }
+
+    fn head(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        match self.runtime.block_on(self.store.head(&self.full(path))) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(path, e)),
+        }
+    }
+
+    fn get(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, BackendError> {
+        let p = self.full(path);
+        self.runtime.block_on(async {
+            let r = match range {
+                Some(r) => self.store.get_range(&p, r).await,
+                None => match self.store.get(&p).await {
+                    Ok(g) => g.bytes().await,
+                    Err(e) => Err(e),
+                },
+            };
+            r.map_err(|e| map_err(path, e))
+        })
+    }
+
+    fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.runtime
+            .block_on(self.store.put_opts(&self.full(path), PutPayload::from_bytes(data), opts))
+            .map(|_| ())
+            .map_err(|e| map_err(path, e))
+    }
+
+    fn delete(&self, path: &str) -> Result<(), BackendError> {
+        self.runtime.block_on(self.store.delete(&self.full(path))).map_err(|e| map_err(path, e))
+    }
+}

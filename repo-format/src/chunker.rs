@@ -1,0 +1,247 @@
+//! Chunk stage: content-defined chunking with FastCDC (2020), its gear table seeded from the
+//! repository's secret so that chunk boundaries (and so chunk sizes) do not fingerprint
+//! content for someone without the key.
+//!
+//! [`ChunkReader`] reads a stream in large buffers into one reusable window and hands out
+//! chunks as owned buffers; it never holds more than `2 × max` bytes of a file.
+
+use std::borrow::Cow;
+use std::io::{self, Read};
+
+use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
+use serde::{Deserialize, Serialize};
+
+/// Chunk size parameters, stored in the repository config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Smallest chunk, bytes.
+    pub min: u32,
+    /// Target average chunk, bytes.
+    pub avg: u32,
+    /// Largest chunk, bytes.
+    pub max: u32,
+    /// Secret gear-table seed (from the repository config).
+    pub seed: u64,
+}
+
+/// Chunker parameters that the format refuses.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid chunker sizes min={min} avg={avg} max={max}: need even sizes with 64 <= min <= avg <= max <= 16 MiB, 256 <= avg <= 4 MiB, max >= 1 KiB"
+)]
+pub struct InvalidChunkerParams {
+    min: u32,
+    avg: u32,
+    max: u32,
+}
+
+impl ChunkerParams {
+    /// Checks the ranges FastCDC supports.
+    pub fn validate(&self) -> Result<(), InvalidChunkerParams> {
+        let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
+        use fastcdc::v2020::*;
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
+            && min <= avg
+            && avg <= max
+            && min % 2 == 0
+            && avg % 2 == 0
+            && max % 2 == 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(InvalidChunkerParams { min: self.min, avg: self.avg, max: self.max })
+        }
+    }
+}
+
+/// Finds cut points; cheap to clone (the seeded gear tables are shared per instance).
+#[derive(Clone)]
+pub struct Chunker {
+    min: usize,
+    avg: usize,
+    max: usize,
+    masks: (u64, u64),
+    gear: Cow<'static, [u64]>,
+    gear_ls: Cow<'static, [u64]>,
+}
+
+impl Chunker {
+    /// A chunker for validated `params`.
+    pub fn new(params: &ChunkerParams) -> Result<Chunker, InvalidChunkerParams> {
+        params.validate()?;
+        let (gear, gear_ls) = get_gear_with_seed(params.seed);
+        Ok(Chunker {
+            min: params.min as usize,
+            avg: params.avg as usize,
+            max: params.max as usize,
+            masks: select_masks(params.avg as usize, Normalization::Level1),
+            gear,
+            gear_ls,
+        })
+    }
+
+    /// Largest chunk this chunker produces.
+    pub fn max_size(&self) -> usize {
+        self.max
+    }
+
+    /// Length of the first chunk of `buf`; `buf` must hold `max` bytes unless it is the end
+    /// of the stream.
+    pub fn cut(&self, buf: &[u8]) -> usize {
+        if buf.len() <= self.min {
+            return buf.len();
+        }
+        let (ms, ml) = self.masks;
+        let (_, n) = cut_gear(
+            buf,
+            self.min,
+            self.avg,
+            self.max,
+            ms,
+            ml,
+            ms << 1,
+            ml << 1,
+            &self.gear,
+            &self.gear_ls,
+        );
+        n
+    }
+
+    /// Splits an in-memory buffer into chunk lengths.
+    pub fn chunk_lengths(&self, mut data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let n = self.cut(&data[..data.len().min(self.max)]);
+            out.push(n);
+            data = &data[n..];
+        }
+        out
+    }
+}
+
+/// Streams chunks out of a reader. Each chunk is returned as an owned `Vec<u8>` so it can move
+/// to another thread; the window itself is reused.
+pub struct ChunkReader<R> {
+    chunker: Chunker,
+    source: R,
+    window: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    read_size: usize,
+}
+
+impl<R: Read> ChunkReader<R> {
+    /// Chunks `source`, reading at least `read_size` bytes per `read` call when possible.
+    pub fn new(chunker: Chunker, source: R, read_size: usize) -> Self {
+        let cap = chunker.max * 2 + read_size;
+        ChunkReader {
+            chunker,
+            source,
+            window: vec![0; cap],
+            start: 0,
+            end: 0,
+            eof: false,
+            read_size,
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        while !self.eof && self.end - self.start < self.chunker.max {
+            if self.window.len() - self.end < self.read_size {
+                self.window.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = loop {
+                match self.source.read(&mut self.window[self.end..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    /// The next chunk, or `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.fill()?;
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let avail = &self.window[self.start..self.end];
+        let n = self.chunker.cut(&avail[..avail.len().min(self.chunker.max)]);
+        let chunk = avail[..n].to_vec();
+        self.start += n;
+        Ok(Some(chunk))
+    }
+
+    /// The reader, after chunking.
+    pub fn into_inner(self) -> R {
+        self.source
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(seed: u64) -> ChunkerParams {
+        ChunkerParams { min: 2048, avg: 8192, max: 32768, seed }
+    }
+
+    fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_matches_in_memory_and_reassembles() {
+        let data = pseudo_random(500_000, 7);
+        let c = Chunker::new(&params(42)).unwrap();
+        let lens = c.chunk_lengths(&data);
+        // a tiny read size forces many refills and window moves
+        let mut r = ChunkReader::new(c.clone(), &data[..], 1000);
+        let mut got = Vec::new();
+        let mut joined = Vec::new();
+        while let Some(ch) = r.next_chunk().unwrap() {
+            assert!(ch.len() <= 32768);
+            got.push(ch.len());
+            joined.extend_from_slice(&ch);
+        }
+        assert_eq!(got, lens);
+        assert_eq!(joined, data);
+        assert!(lens.len() > 20);
+    }
+
+    #[test]
+    fn seed_changes_boundaries_and_edits_stay_local() {
+        let data = pseudo_random(400_000, 9);
+        let a = Chunker::new(&params(1)).unwrap().chunk_lengths(&data);
+        let b = Chunker::new(&params(2)).unwrap().chunk_lengths(&data);
+        assert_ne!(a, b, "boundaries depend on the secret seed");
+        let mut edited = data.clone();
+        edited.splice(200_000..200_000, b"inserted".iter().copied());
+        let e = Chunker::new(&params(1)).unwrap().chunk_lengths(&edited);
+        let common_tail = a.iter().rev().zip(e.iter().rev()).take_while(|(x, y)| x == y).count();
+        assert!(common_tail > a.len() / 4, "chunks after the edit are shared again");
+    }
+
+    #[test]
+    fn rejects_bad_params() {
+        assert!(ChunkerParams { min: 3, avg: 8192, max: 32768, seed: 0 }.validate().is_err());
+        assert!(ChunkerParams { min: 4096, avg: 2048, max: 32768, seed: 0 }.validate().is_err());
+    }
+}

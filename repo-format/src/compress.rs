@@ -1,0 +1,62 @@
+//! Compression stage: zstd, kept only when it shrinks the data.
+
+/// How a blob or object payload is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    /// Stored as is.
+    None = 0,
+    /// zstd frame.
+    Zstd = 1,
+}
+
+impl Compression {
+    /// Parses the byte stored in pack headers and index files.
+    pub fn from_byte(b: u8) -> Option<Compression> {
+        match b {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Compresses `data` at `level` (0 disables compression). Returns `None` when compression is
+/// off or the result would not be smaller, so the caller stores the original bytes.
+pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    if level == 0 || data.len() < 64 {
+        return None;
+    }
+    let out = zstd::bulk::compress(data, level).ok()?;
+    (out.len() < data.len()).then_some(out)
+}
+
+/// Decompresses a zstd frame whose plaintext is exactly `raw_len` bytes.
+pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, DecompressError> {
+    let out = zstd::bulk::decompress(data, raw_len).map_err(|_| DecompressError)?;
+    if out.len() != raw_len {
+        return Err(DecompressError);
+    }
+    Ok(out)
+}
+
+/// A compressed payload did not decompress to its recorded length.
+#[derive(Debug, thiserror::Error)]
+#[error("decompression failed")]
+pub struct DecompressError;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinks_text_skips_random() {
+        let text = b"the quick brown fox ".repeat(100);
+        let c = compress(&text, 3).expect("text shrinks");
+        assert_eq!(decompress(&c, text.len()).unwrap(), text);
+        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let _ = compress(&random, 3); // may or may not shrink; must not panic
+        assert!(compress(&text, 0).is_none(), "level 0 disables");
+        assert!(decompress(&c, text.len() + 1).is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The sealing seam: every byte Cairn stores (except key files' plaintext parameters) passes
+//! through [`MasterKey::seal`] and comes back through [`MasterKey::open`], and every blob id is
+//! computed by [`MasterKey::blob_id`]. Swapping the AEAD implementation touches only this file.
+//!
+//! Sealed layout: `nonce (12) || AES-256-GCM ciphertext || tag (16)`, with caller-chosen
+//! associated data that binds the bytes to what they claim to be (a blob's type and id, an
+//! object's kind).
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use serde::{Deserialize, Serialize};
+
+use crate::id::{Id, hex_decode, hex_encode};
+
+/// Bytes of a nonce at the start of every sealed object.
+pub const NONCE_LEN: usize = 12;
+/// Bytes of the authentication tag at the end of every sealed object.
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object has beyond its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Sealed bytes failed authentication: wrong key, or the bytes were corrupted or tampered with.
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed (corrupt or tampered data, or the wrong key)")]
+pub struct OpenError;
+
+/// The repository's secret material, stored only sealed inside key files.
+#[derive(Clone)]
+pub struct MasterKey {
+    enc_bytes: [u8; 32],
+    id_key: [u8; 32],
+    cipher: Aes256Gcm,
+}
+
+/// The serialized form of a [`MasterKey`] inside a key file (before sealing).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MasterKeyJson {
+    encrypt: String,
+    id: String,
+}
+
+impl MasterKeyJson {
+    pub(crate) fn from_raw(encrypt: &[u8; 32], id: &[u8; 32]) -> MasterKeyJson {
+        MasterKeyJson { encrypt: hex_encode(encrypt), id: hex_encode(id) }
+    }
+}
+
+impl MasterKey {
+    /// Fresh random keys.
+    pub fn generate() -> MasterKey {
+        MasterKey::from_parts(random_array(), random_array())
+    }
+
+    fn from_parts(enc_bytes: [u8; 32], id_key: [u8; 32]) -> MasterKey {
+        let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(enc_bytes));
+        MasterKey { enc_bytes, id_key, cipher }
+    }
+
+    pub(crate) fn to_json(&self) -> MasterKeyJson {
+        MasterKeyJson { encrypt: hex_encode(&self.enc_bytes), id: hex_encode(&self.id_key) }
+    }
+
+    pub(crate) fn from_json(j: &MasterKeyJson) -> Option<MasterKey> {
+        let e: [u8; 32] = hex_decode(&j.encrypt)?.try_into().ok()?;
+        let i: [u8; 32] = hex_decode(&j.id)?.try_into().ok()?;
+        Some(MasterKey::from_parts(e, i))
+    }
+
+    /// The id of a blob: BLAKE3 keyed with the repository's id key over the plaintext, so
+    /// that ids reveal nothing about content to anyone without the key.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    /// Seals `plaintext` with a fresh random nonce, appending to `out`.
+    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        let nonce: [u8; NONCE_LEN] = random_array();
+        out.reserve(SEAL_OVERHEAD + plaintext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
+                aad,
+                (&mut out[start + NONCE_LEN..]).into(),
+            )
+            .expect("AES-GCM encryption cannot fail for messages under 64 GiB");
+        out.extend_from_slice(&tag);
+    }
+
+    /// Seals `plaintext`, returning `nonce || ciphertext || tag`.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.seal_into(aad, plaintext, &mut out);
+        out
+    }
+
+    /// Opens sealed bytes, checking that they were sealed under this key with this `aad`.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError)?;
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError)?;
+        let mut buf = ct.to_vec();
+        self.cipher
+            .decrypt_inout_detached(
+                &Nonce::from(nonce),
+                aad,
+                buf.as_mut_slice().into(),
+                &tag.into(),
+            )
+            .map_err(|_| OpenError)?;
+        Ok(buf)
+    }
+}
+
+/// Random bytes from the operating system's CSPRNG.
+pub fn random_array<const N: usize>() -> [u8; N] {
+    let mut a = [0u8; N];
+    getrandom::fill(&mut a).expect("the operating system's random number generator failed");
+    a
+}
+
+/// A random 64-bit number from the operating system's CSPRNG.
+pub fn random_u64() -> u64 {
+    u64::from_le_bytes(random_array())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let k = MasterKey::generate();
+        let s = k.seal(b"aad", b"hello world");
+        assert_eq!(k.open(b"aad", &s).unwrap(), b"hello world");
+        assert!(k.open(b"other", &s).is_err(), "aad is bound");
+        let mut t = s.clone();
+        t[15] ^= 1;
+        assert!(k.open(b"aad", &t).is_err(), "flipped byte detected");
+        assert!(k.open(b"aad", &s[..10]).is_err(), "truncation detected");
+        assert!(MasterKey::generate().open(b"aad", &s).is_err(), "other key rejected");
+        let s2 = k.seal(b"aad", b"hello world");
+        assert_ne!(s, s2, "fresh nonce each time");
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let a = MasterKey::generate();
+        let b = MasterKey::generate();
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+    }
+}

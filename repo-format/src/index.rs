@@ -1,0 +1,201 @@
+//! The index: which pack holds each blob, and where.
+//!
+//! Index files (`index/<id>`) are sealed objects whose payload is
+//! `version (u8 = 1) || group*`, `group = pack id (32) || count (u32 LE) || entry * count`,
+//! with the 46-byte entry of [`crate::pack`]. They are written as packs complete.
+//!
+//! In memory, [`Index`] is one sorted array of 52-byte entries plus the list of pack ids,
+//! looked up by binary search: no per-entry allocation, no hash-table slack.
+
+use std::collections::HashMap;
+
+use crate::blob::BlobType;
+use crate::compress::Compression;
+use crate::id::Id;
+use crate::pack::{ENTRY_LEN, PackEntry};
+
+const INDEX_VERSION: u8 = 1;
+
+/// Encodes an index file payload for the given packs.
+pub fn encode_index_file<'a>(packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>) -> Vec<u8> {
+    let mut out = vec![INDEX_VERSION];
+    for (pack, entries) in packs {
+        out.extend_from_slice(&pack.0);
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            e.encode(&mut out);
+        }
+    }
+    out
+}
+
+/// A malformed index file payload.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed index payload: {0}")]
+pub struct IndexFormatError(&'static str);
+
+/// Decodes an index file payload, calling `f` once per pack with its entries.
+pub fn decode_index_file(
+    payload: &[u8],
+    mut f: impl FnMut(Id, Vec<PackEntry>),
+) -> Result<(), IndexFormatError> {
+    let (&v, mut rest) = payload.split_first().ok_or(IndexFormatError("empty"))?;
+    if v != INDEX_VERSION {
+        return Err(IndexFormatError("unknown version"));
+    }
+    while !rest.is_empty() {
+        if rest.len() < 36 {
+            return Err(IndexFormatError("truncated pack group"));
+        }
+        let pack = Id(rest[..32].try_into().expect("32 bytes"));
+        let count = u32::from_le_bytes(rest[32..36].try_into().expect("4 bytes")) as usize;
+        rest = &rest[36..];
+        let need = count.checked_mul(ENTRY_LEN).ok_or(IndexFormatError("count overflow"))?;
+        if rest.len() < need {
+            return Err(IndexFormatError("truncated entries"));
+        }
+        let entries = rest[..need]
+            .chunks_exact(ENTRY_LEN)
+            .map(|c| PackEntry::decode(c.try_into().expect("exact")).ok_or(IndexFormatError("bad entry")))
+            .collect::<Result<Vec<_>, _>>()?;
+        rest = &rest[need..];
+        f(pack, entries);
+    }
+    Ok(())
+}
+
+/// One blob's location, as kept in memory (52 bytes).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: Id,
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    ty: BlobType,
+    compression: Compression,
+}
+
+/// A blob's location, as returned by lookups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: Id,
+    /// Its entry in that pack.
+    pub entry: PackEntry,
+}
+
+/// The in-memory index of a repository.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<Id>,
+    slots: Vec<Slot>,
+}
+
+/// Collects entries, then sorts them once into an [`Index`].
+#[derive(Default)]
+pub struct IndexBuilder {
+    pack_numbers: HashMap<Id, u32>,
+    index: Index,
+}
+
+impl IndexBuilder {
+    /// Adds a pack's entries.
+    pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry]) {
+        let packs = &mut self.index.packs;
+        let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
+            packs.push(pack);
+            (packs.len() - 1) as u32
+        });
+        self.index.slots.extend(entries.iter().map(|e| Slot {
+            id: e.id,
+            pack: n,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+            ty: e.ty,
+            compression: e.compression,
+        }));
+    }
+
+    /// Sorts and removes duplicate entries (the same blob in several packs keeps the first).
+    pub fn finish(mut self) -> Index {
+        let slots = &mut self.index.slots;
+        slots.sort_by(|a, b| (a.id, a.ty, a.pack).cmp(&(b.id, b.ty, b.pack)));
+        slots.dedup_by(|a, b| a.id == b.id && a.ty == b.ty);
+        slots.shrink_to_fit();
+        self.index
+    }
+}
+
+impl Index {
+    /// Where blob (`ty`, `id`) is stored, if indexed.
+    pub fn lookup(&self, ty: BlobType, id: &Id) -> Option<BlobLocation> {
+        let i = self.slots.binary_search_by(|s| (s.id, s.ty).cmp(&(*id, ty))).ok()?;
+        let s = &self.slots[i];
+        Some(BlobLocation {
+            pack: self.packs[s.pack as usize],
+            entry: PackEntry {
+                ty: s.ty,
+                compression: s.compression,
+                id: s.id,
+                offset: s.offset,
+                length: s.length,
+                raw_length: s.raw_length,
+            },
+        })
+    }
+
+    /// Whether blob (`ty`, `id`) is indexed.
+    pub fn contains(&self, ty: BlobType, id: &Id) -> bool {
+        self.lookup(ty, id).is_some()
+    }
+
+    /// Number of distinct blobs.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Number of packs referenced.
+    pub fn pack_count(&self) -> usize {
+        self.packs.len()
+    }
+
+    /// Bytes of memory per indexed blob (entries only).
+    pub const BYTES_PER_BLOB: usize = std::mem::size_of::<Slot>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8, ty: BlobType) -> PackEntry {
+        PackEntry { ty, compression: Compression::None, id: Id([n; 32]), offset: n as u32, length: 10, raw_length: 9 }
+    }
+
+    #[test]
+    fn file_round_trip_and_lookup() {
+        let p1 = Id([1; 32]);
+        let p2 = Id([2; 32]);
+        let e1 = vec![entry(5, BlobType::Data), entry(3, BlobType::Tree)];
+        let e2 = vec![entry(5, BlobType::Tree), entry(5, BlobType::Data)];
+        let bytes = encode_index_file([(&p1, &e1[..]), (&p2, &e2[..])]);
+        let mut b = IndexBuilder::default();
+        decode_index_file(&bytes, |p, e| b.add_pack(p, &e)).unwrap();
+        let idx = b.finish();
+        assert_eq!(idx.len(), 3, "duplicate (data, 5) kept once");
+        assert_eq!(idx.lookup(BlobType::Data, &Id([5; 32])).unwrap().pack, p1);
+        assert_eq!(idx.lookup(BlobType::Tree, &Id([5; 32])).unwrap().pack, p2);
+        assert!(idx.lookup(BlobType::Data, &Id([3; 32])).is_none(), "types are separate");
+        assert!(Index::BYTES_PER_BLOB <= 64);
+        for cut in 1..bytes.len() {
+            let _ = decode_index_file(&bytes[..cut], |_, _| {});
+        }
+        assert!(decode_index_file(&bytes[..bytes.len() - 1], |_, _| {}).is_err());
+    }
+}

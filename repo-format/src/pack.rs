@@ -1,0 +1,240 @@
+//! Packs: the files that hold blobs. This module is I/O-free: [`PackBuilder`] assembles the
+//! bytes of a pack in memory and [`PackHeader`] parses a pack's header from its tail; the
+//! caller does the storage calls.
+//!
+//! ```text
+//! pack = blob_1 || … || blob_n || sealed_header || header_len (u32 LE)
+//! blob_i        = nonce (12) || AES-256-GCM(payload) || tag (16)
+//! sealed_header = nonce (12) || AES-256-GCM(header) || tag (16), aad "cairn/pack-header"
+//! header        = version (u8 = 1) || entry_1 || … || entry_n
+//! entry         = type (u8) || compression (u8) || id (32) || offset (u32 LE)
+//!                 || length (u32 LE) || raw_length (u32 LE)                      = 46 bytes
+//! ```
+
+use crate::blob::{BlobType, SealedBlob};
+use crate::compress::Compression;
+use crate::crypto::{MasterKey, SEAL_OVERHEAD};
+use crate::id::Id;
+
+/// Bytes of one encoded header or index entry.
+pub const ENTRY_LEN: usize = 46;
+const HEADER_AAD: &[u8] = b"cairn/pack-header";
+const HEADER_VERSION: u8 = 1;
+
+/// Where one blob sits in its pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    /// Data or tree.
+    pub ty: BlobType,
+    /// Whether the payload is compressed.
+    pub compression: Compression,
+    /// Keyed hash of the plaintext.
+    pub id: Id,
+    /// Byte offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Sealed length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+impl PackEntry {
+    /// Appends the 46-byte encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.ty as u8);
+        out.push(self.compression as u8);
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.raw_length.to_le_bytes());
+    }
+
+    /// Decodes one entry; `None` on an unknown type or compression byte.
+    pub fn decode(b: &[u8; ENTRY_LEN]) -> Option<PackEntry> {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(PackEntry {
+            ty: BlobType::from_byte(b[0])?,
+            compression: Compression::from_byte(b[1])?,
+            id: Id(b[2..34].try_into().ok()?),
+            offset: u32_at(34),
+            length: u32_at(38),
+            raw_length: u32_at(42),
+        })
+    }
+}
+
+/// Accumulates sealed blobs into one pack.
+#[derive(Default)]
+pub struct PackBuilder {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready for upload.
+pub struct FinishedPack {
+    /// Storage name: BLAKE3 of `bytes`.
+    pub id: Id,
+    /// The whole pack.
+    pub bytes: Vec<u8>,
+    /// Its blobs, in order.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    /// An empty pack with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> PackBuilder {
+        PackBuilder { bytes: Vec::with_capacity(capacity), entries: Vec::new() }
+    }
+
+    /// Bytes of blobs so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True when no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of blobs so far.
+    pub fn blob_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, blob: &SealedBlob) {
+        let offset = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(&blob.bytes);
+        self.entries.push(PackEntry {
+            ty: blob.ty,
+            compression: blob.compression,
+            id: blob.id,
+            offset,
+            length: blob.bytes.len() as u32,
+            raw_length: blob.raw_len,
+        });
+    }
+
+    /// Seals the header, appends it and its length, and names the pack.
+    pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
+        let mut header = Vec::with_capacity(1 + self.entries.len() * ENTRY_LEN);
+        header.push(HEADER_VERSION);
+        for e in &self.entries {
+            e.encode(&mut header);
+        }
+        let before = self.bytes.len();
+        key.seal_into(HEADER_AAD, &header, &mut self.bytes);
+        let sealed_len = (self.bytes.len() - before) as u32;
+        self.bytes.extend_from_slice(&sealed_len.to_le_bytes());
+        FinishedPack { id: Id::of_stored(&self.bytes), bytes: self.bytes, entries: self.entries }
+    }
+}
+
+/// A pack whose header cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackHeaderError {
+    /// Too short to hold a header, or the length field points outside the pack.
+    #[error("truncated or malformed pack (header length {header_len} does not fit a pack of {pack_len} bytes)")]
+    Malformed {
+        /// Header length as recorded in the trailer.
+        header_len: u64,
+        /// The pack's size.
+        pack_len: u64,
+    },
+    /// The header failed authentication.
+    #[error("pack header failed authentication (corrupt or tampered)")]
+    Decrypt,
+    /// The header decrypted but its entries are inconsistent.
+    #[error("pack header is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// A parsed pack header.
+pub struct PackHeader;
+
+impl PackHeader {
+    /// Given the pack's total length and its last 4 bytes, the byte range holding the sealed
+    /// header.
+    pub fn header_range(pack_len: u64, trailer: &[u8]) -> Result<std::ops::Range<u64>, PackHeaderError> {
+        let malformed = |header_len| PackHeaderError::Malformed { header_len, pack_len };
+        let t: [u8; 4] = trailer.try_into().map_err(|_| malformed(0))?;
+        let header_len = u32::from_le_bytes(t) as u64;
+        if pack_len < 4 || header_len < SEAL_OVERHEAD as u64 + 1 || header_len + 4 > pack_len {
+            return Err(malformed(header_len));
+        }
+        Ok(pack_len - 4 - header_len..pack_len - 4)
+    }
+
+    /// Opens and parses the sealed header; every entry must lie inside the blob area
+    /// (`0..blobs_len`).
+    pub fn parse(key: &MasterKey, sealed: &[u8], blobs_len: u64) -> Result<Vec<PackEntry>, PackHeaderError> {
+        let plain = key.open(HEADER_AAD, sealed).map_err(|_| PackHeaderError::Decrypt)?;
+        let (&version, body) = plain.split_first().ok_or(PackHeaderError::Inconsistent("empty header"))?;
+        if version != HEADER_VERSION {
+            return Err(PackHeaderError::Inconsistent("unknown header version"));
+        }
+        if body.len() % ENTRY_LEN != 0 {
+            return Err(PackHeaderError::Inconsistent("header length is not a whole number of entries"));
+        }
+        body.chunks_exact(ENTRY_LEN)
+            .map(|c| {
+                let e = PackEntry::decode(c.try_into().expect("exact chunk"))
+                    .ok_or(PackHeaderError::Inconsistent("unknown blob type or compression"))?;
+                if e.offset as u64 + e.length as u64 > blobs_len {
+                    return Err(PackHeaderError::Inconsistent("blob extends past the blob area"));
+                }
+                Ok(e)
+            })
+            .collect()
+    }
+
+    /// Parses the header out of a whole pack held in memory.
+    pub fn parse_whole(key: &MasterKey, pack: &[u8]) -> Result<Vec<PackEntry>, PackHeaderError> {
+        let len = pack.len() as u64;
+        let tail = pack.get(pack.len().saturating_sub(4)..).unwrap_or_default();
+        let r = Self::header_range(len, tail)?;
+        Self::parse(key, &pack[r.start as usize..r.end as usize], r.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{open_blob, seal_blob};
+
+    #[test]
+    fn build_parse_and_open() {
+        let key = MasterKey::generate();
+        let mut b = PackBuilder::default();
+        let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
+        for data in &blobs {
+            b.add(&seal_blob(&key, BlobType::Data, key.blob_id(data), data, 3));
+        }
+        let p = b.finish(&key);
+        assert_eq!(p.id, Id::of_stored(&p.bytes));
+        let entries = PackHeader::parse_whole(&key, &p.bytes).unwrap();
+        assert_eq!(entries, p.entries);
+        for (e, data) in entries.iter().zip(&blobs) {
+            let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&open_blob(&key, e.ty, &e.id, e.compression, e.raw_length, s).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn damaged_packs_are_errors_not_panics() {
+        let key = MasterKey::generate();
+        let mut b = PackBuilder::default();
+        b.add(&seal_blob(&key, BlobType::Data, key.blob_id(b"x"), b"x", 0));
+        let p = b.finish(&key);
+        for cut in 0..p.bytes.len() {
+            assert!(PackHeader::parse_whole(&key, &p.bytes[..cut]).is_err());
+        }
+        let mut flipped = p.bytes.clone();
+        let n = flipped.len();
+        flipped[n - 10] ^= 0x40;
+        assert!(PackHeader::parse_whole(&key, &flipped).is_err());
+        let mut huge = p.bytes.clone();
+        huge[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(PackHeader::parse_whole(&key, &huge).is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The repository: a backend plus the opened master key and config. A typestate keeps the
+//! order of things right: [`Repository::open`] gives a repository that can read snapshots and
+//! keys; only [`Repository::load_index`] gives one that can read blobs or back up.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, BackendError, FileKind};
+use crate::blob::{BlobError, BlobType, open_blob};
+use crate::config::{Config, FORMAT_VERSION};
+use crate::crypto::MasterKey;
+use crate::id::Id;
+use crate::index::{BlobLocation, Index, IndexBuilder, decode_index_file, encode_index_file};
+use crate::key::{KdfParams, KeyError, KeyFile};
+use crate::object::{ObjectKind, open_object, seal_object};
+use crate::pack::{PackEntry, PackHeader, PackHeaderError};
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+/// Everything that can go wrong at the repository level. Each variant names the object.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No repository at this location.
+    #[error("no repository at {location}: run `cairn init` to create one, or check -r/--repo")]
+    NotFound {
+        /// The location given.
+        location: String,
+    },
+    /// `init` found a repository already there.
+    #[error("a repository already exists at {location}; refusing to overwrite it")]
+    AlreadyInitialized {
+        /// The location given.
+        location: String,
+    },
+    /// No key file opens with this password.
+    #[error("wrong password: no key in {location} opens with it")]
+    WrongPassword {
+        /// The repository.
+        location: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Stored data is damaged or tampered with.
+    #[error("{object}: {reason}")]
+    Corrupt {
+        /// Object name (and blob, where one is involved).
+        object: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A blob a tree or snapshot refers to is in no index.
+    #[error("{ty} blob {id} is not in the index (data missing from the repository)")]
+    BlobMissing {
+        /// `data` or `tree`.
+        ty: &'static str,
+        /// Blob id.
+        id: Id,
+    },
+    /// The repository was written by a newer Cairn.
+    #[error("repository format version {found} is newer than this cairn supports ({FORMAT_VERSION}); upgrade cairn")]
+    UnsupportedVersion {
+        /// The config's version.
+        found: u32,
+    },
+}
+
+/// Shorthand.
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+fn corrupt(object: impl Into<String>, reason: impl ToString) -> RepoError {
+    RepoError::Corrupt { object: object.into(), reason: reason.to_string() }
+}
+
+/// Typestate marker: keys and config are open, the index is not loaded.
+pub struct Opened;
+
+/// Typestate marker: the index is loaded; blobs can be read and backups written.
+pub struct Indexed {
+    index: Arc<Index>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+}
+
+/// An open repository.
+pub struct Repository<S = Opened> {
+    inner: Arc<Inner>,
+    state: S,
+}
+
+impl<S> Clone for Repository<S>
+where
+    S: Clone,
+{
+    fn clone(&self) -> Self {
+        Repository { inner: self.inner.clone(), state: self.state.clone() }
+    }
+}
+
+impl Clone for Indexed {
+    fn clone(&self) -> Self {
+        Indexed { index: self.index.clone() }
+    }
+}
+
+impl Clone for Opened {
+    fn clone(&self) -> Self {
+        Opened
+    }
+}
+
+impl Repository<Opened> {
+    /// Creates a repository: config and a first key. Refuses if a config already exists.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        config: Config,
+        kdf: KdfParams,
+    ) -> Result<Repository<Opened>> {
+        config.chunker.validate().map_err(|e| corrupt("config", e))?;
+        if backend.head("config")?.is_some() {
+            return Err(RepoError::AlreadyInitialized { location: backend.location() });
+        }
+        let key = MasterKey::generate();
+        let kf = KeyFile::create(&key, password, kdf).map_err(|e| corrupt("key", e))?;
+        let kf_bytes = serde_json::to_vec_pretty(&kf).expect("serializable");
+        backend.put(&FileKind::Key.path(&Id::of_stored(&kf_bytes)), Bytes::from(kf_bytes))?;
+        let cfg = serde_json::to_vec(&config).expect("serializable");
+        match backend.put("config", Bytes::from(seal_object(&key, ObjectKind::Config, &cfg, 0))) {
+            Err(BackendError::AlreadyExists { .. }) => {
+                return Err(RepoError::AlreadyInitialized { location: backend.location() });
+            }
+            r => r?,
+        }
+        Ok(Repository { inner: Arc::new(Inner { backend, key, config }), state: Opened })
+    }
+
+    /// Opens with a password: finds the key file it opens, then reads the config.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository<Opened>> {
+        let location = backend.location();
+        let config_bytes = match backend.get("config", None) {
+            Ok(b) => b,
+            Err(BackendError::NotFound { .. }) => return Err(RepoError::NotFound { location }),
+            Err(e) => return Err(e.into()),
+        };
+        let mut key_paths = Vec::new();
+        backend.list(FileKind::Key.prefix(), &mut |o| key_paths.push(o.path))?;
+        let mut found = None;
+        for path in key_paths {
+            let bytes = backend.get(&path, None)?;
+            let kf: KeyFile = match serde_json::from_slice(&bytes) {
+                Ok(k) => k,
+                Err(_) => continue, // a damaged key file must not lock out the others
+            };
+            match kf.open(password) {
+                Ok(k) => {
+                    found = Some(k);
+                    break;
+                }
+                Err(KeyError::WrongPassword | KeyError::Malformed(_)) => continue,
+            }
+        }
+        let key = found.ok_or(RepoError::WrongPassword { location })?;
+        let plain = open_object(&key, ObjectKind::Config, &config_bytes).map_err(|e| corrupt("config", e))?;
+        let config: Config = serde_json::from_slice(&plain).map_err(|e| corrupt("config", e))?;
+        if config.version > FORMAT_VERSION {
+            return Err(RepoError::UnsupportedVersion { found: config.version });
+        }
+        config.chunker.validate().map_err(|e| corrupt("config", e))?;
+        Ok(Repository { inner: Arc::new(Inner { backend, key, config }), state: Opened })
+    }
+
+    /// Reads every index file into memory. An index file that cannot be read is an error that
+    /// names it.
+    pub fn load_index(self) -> Result<Repository<Indexed>> {
+        let mut builder = IndexBuilder::default();
+        let mut paths = Vec::new();
+        self.backend().list(FileKind::Index.prefix(), &mut |o| paths.push(o.path))?;
+        for path in paths {
+            self.read_index_file(&path, |pack, entries| builder.add_pack(pack, &entries))?;
+        }
+        Ok(Repository { inner: self.inner, state: Indexed { index: Arc::new(builder.finish()) } })
+    }
+}
+
+impl<S> Repository<S> {
+    /// The storage.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.inner.key
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Seals and stores an object under the hash of its stored bytes (create-only; an existing
+    /// object of the same name has the same bytes, so that is success).
+    pub fn save_object(&self, kind: FileKind, okind: ObjectKind, payload: &[u8]) -> Result<Id> {
+        let sealed = seal_object(self.key(), okind, payload, self.config().compression.max(1));
+        let id = Id::of_stored(&sealed);
+        match self.backend().put(&kind.path(&id), Bytes::from(sealed)) {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Loads and opens a sealed object, checking its name against its bytes.
+    pub fn load_object(&self, kind: FileKind, okind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let path = kind.path(id);
+        let bytes = self.backend().get(&path, None)?;
+        if Id::of_stored(&bytes) != *id {
+            return Err(corrupt(path, "content does not match its name (corrupt or truncated)"));
+        }
+        open_object(self.key(), okind, &bytes).map_err(|e| corrupt(path, e))
+    }
+
+    /// Reads one index file, calling `f` per pack.
+    pub fn read_index_file(&self, path: &str, f: impl FnMut(Id, Vec<PackEntry>)) -> Result<()> {
+        let id = FileKind::Index.id_of(path).ok_or_else(|| corrupt(path, "not an index file name"))?;
+        let payload = self.load_object(FileKind::Index, ObjectKind::Index, &id)?;
+        decode_index_file(&payload, f).map_err(|e| corrupt(path, e))
+    }
+
+    /// Writes an index file for `packs`.
+    pub fn save_index<'a>(&self, packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>) -> Result<Id> {
+        self.save_object(FileKind::Index, ObjectKind::Index, &encode_index_file(packs))
+    }
+
+    /// Stores a snapshot.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let json = serde_json::to_vec(snap).expect("serializable");
+        self.save_object(FileKind::Snapshot, ObjectKind::Snapshot, &json)
+    }
+
+    /// Loads a snapshot.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let path = FileKind::Snapshot.path(id);
+        let plain = self.load_object(FileKind::Snapshot, ObjectKind::Snapshot, id)?;
+        serde_json::from_slice(&plain).map_err(|e| corrupt(path, e))
+    }
+
+    /// All snapshot ids (snapshots are small; their list is the one list kept whole).
+    pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        let mut ids = Vec::new();
+        self.backend().list(FileKind::Snapshot.prefix(), &mut |o| {
+            if let Some(id) = FileKind::Snapshot.id_of(&o.path) {
+                ids.push(id);
+            }
+        })?;
+        Ok(ids)
+    }
+
+    /// Reads the header of a stored pack.
+    pub fn read_pack_header(&self, pack: &Id) -> Result<Vec<PackEntry>> {
+        let path = FileKind::Pack.path(pack);
+        let len = self.backend().head(&path)?.ok_or_else(|| BackendError::NotFound { path: path.clone() })?;
+        let hdr_err = |e: PackHeaderError| corrupt(path.clone(), e);
+        let trailer = self.backend().get(&path, Some(len.saturating_sub(4)..len))?;
+        let range = PackHeader::header_range(len, &trailer).map_err(hdr_err)?;
+        let start = range.start;
+        let sealed = self.backend().get(&path, Some(range))?;
+        PackHeader::parse(self.key(), &sealed, start).map_err(hdr_err)
+    }
+}
+
+impl Repository<Indexed> {
+    /// The loaded index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.state.index
+    }
+
+    /// Drops the index (to reload it after writing).
+    pub fn into_opened(self) -> Repository<Opened> {
+        Repository { inner: self.inner, state: Opened }
+    }
+
+    /// Where a blob is, or [`RepoError::BlobMissing`].
+    pub fn locate(&self, ty: BlobType, id: &Id) -> Result<BlobLocation> {
+        self.index().lookup(ty, id).ok_or(RepoError::BlobMissing { ty: ty.name(), id: *id })
+    }
+
+    /// Fetches, opens and verifies one blob.
+    pub fn load_blob(&self, ty: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(ty, id)?;
+        let e = loc.entry;
+        let path = FileKind::Pack.path(&loc.pack);
+        let sealed = self.backend().get(&path, Some(e.offset as u64..e.offset as u64 + e.length as u64))?;
+        self.open_located_blob(&loc, &sealed)
+    }
+
+    /// Opens a blob whose sealed bytes were already fetched from `loc`.
+    pub fn open_located_blob(&self, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        let e = &loc.entry;
+        open_blob(self.key(), e.ty, &e.id, e.compression, e.raw_length, sealed).map_err(|err: BlobError| {
+            corrupt(format!("{} ({} blob {})", FileKind::Pack.path(&loc.pack), e.ty.name(), e.id), err)
+        })
+    }
+
+    /// Loads and parses a tree.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let plain = self.load_blob(BlobType::Tree, id)?;
+        Tree::from_bytes(&plain).map_err(|e| corrupt(format!("tree {id}"), e))
+    }
+}
