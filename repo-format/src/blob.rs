@@ -61,7 +61,13 @@ fn blob_aad(ty: BlobType, id: &Id) -> [u8; 34] {
 }
 
 /// Compresses (at `level`, when it shrinks) and seals a blob whose id is already known.
-pub fn seal_blob(key: &MasterKey, ty: BlobType, id: Id, plaintext: &[u8], level: i32) -> SealedBlob {
+pub fn seal_blob(
+    key: &MasterKey,
+    ty: BlobType,
+    id: Id,
+    plaintext: &[u8],
+    level: i32,
+) -> SealedBlob {
     let compressed = compress::compress(plaintext, level);
     let (compression, payload) = match &compressed {
         Some(c) => (Compression::Zstd, c.as_slice()),
@@ -99,11 +105,14 @@ pub fn open_blob(
     raw_len: u32,
     sealed: &[u8],
 ) -> Result<Vec<u8>, BlobError> {
-    let payload = key.open(&blob_aad(ty, id), sealed).map_err(|_| BlobError::Decrypt)?;
+    let payload = key
+        .open(&blob_aad(ty, id), sealed)
+        .map_err(|_| BlobError::Decrypt)?;
     let plain = match compression {
         Compression::None => payload,
-        Compression::Zstd => compress::decompress(&payload, raw_len as usize)
-            .map_err(|_| BlobError::Decompress)?,
+        Compression::Zstd => {
+            compress::decompress(&payload, raw_len as usize).map_err(|_| BlobError::Decompress)?
+        }
     };
     if plain.len() != raw_len as usize || key.blob_id(&plain) != *id {
         return Err(BlobError::HashMismatch);
@@ -122,11 +131,39 @@ mod tests {
         let id = key.blob_id(&text);
         let s = seal_blob(&key, BlobType::Data, id, &text, 3);
         assert_eq!(s.compression, Compression::Zstd);
-        let back = open_blob(&key, BlobType::Data, &id, s.compression, s.raw_len, &s.bytes).unwrap();
+        let back = open_blob(
+            &key,
+            BlobType::Data,
+            &id,
+            s.compression,
+            s.raw_len,
+            &s.bytes,
+        )
+        .unwrap();
         assert_eq!(back, text);
         // the same bytes presented as a tree blob, or under another id, are refused
-        assert!(open_blob(&key, BlobType::Tree, &id, s.compression, s.raw_len, &s.bytes).is_err());
+        assert!(
+            open_blob(
+                &key,
+                BlobType::Tree,
+                &id,
+                s.compression,
+                s.raw_len,
+                &s.bytes
+            )
+            .is_err()
+        );
         let other = key.blob_id(b"other");
-        assert!(open_blob(&key, BlobType::Data, &other, s.compression, s.raw_len, &s.bytes).is_err());
+        assert!(
+            open_blob(
+                &key,
+                BlobType::Data,
+                &other,
+                s.compression,
+                s.raw_len,
+                &s.bytes
+            )
+            .is_err()
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! content for someone without the key.
 //!
 //! [`ChunkReader`] reads a stream in large buffers into one reusable window and hands out
-//! chunks as owned buffers; it never holds more than `2 × max` bytes of a file.
+//! chunks as slices of it; it never holds more than `2 × max + read size` bytes of a file.
 
 use std::borrow::Cow;
 use std::io::{self, Read};
@@ -51,7 +51,11 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(InvalidChunkerParams { min: self.min, avg: self.avg, max: self.max })
+            Err(InvalidChunkerParams {
+                min: self.min,
+                avg: self.avg,
+                max: self.max,
+            })
         }
     }
 }
@@ -121,33 +125,56 @@ impl Chunker {
     }
 }
 
-/// Streams chunks out of a reader. Each chunk is returned as an owned `Vec<u8>` so it can move
-/// to another thread; the window itself is reused.
-pub struct ChunkReader<R> {
+/// A reusable chunking window: one per worker thread, reused for every file it reads, so that
+/// chunking allocates nothing per file. [`ChunkReader::chunks`] streams one source through it.
+pub struct ChunkReader {
     chunker: Chunker,
-    source: R,
     window: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
     read_size: usize,
 }
 
-impl<R: Read> ChunkReader<R> {
-    /// Chunks `source`, reading at least `read_size` bytes per `read` call when possible.
-    pub fn new(chunker: Chunker, source: R, read_size: usize) -> Self {
-        let cap = chunker.max * 2 + read_size;
+/// The chunks of one source; see [`Chunks::next_chunk`].
+pub struct Chunks<'a, R> {
+    window: &'a mut [u8],
+    chunker: &'a Chunker,
+    source: R,
+    read_size: usize,
+    start: usize,
+    end: usize,
+    eof: bool,
+    bytes_read: u64,
+}
+
+impl ChunkReader {
+    /// A window for `chunker`, reading at least `read_size` bytes per `read` call when possible.
+    pub fn new(chunker: Chunker, read_size: usize) -> Self {
         ChunkReader {
             chunker,
-            source,
-            window: vec![0; cap],
-            start: 0,
-            end: 0,
-            eof: false,
-            read_size,
+            window: Vec::new(),
+            read_size: read_size.max(4096),
         }
     }
 
+    /// Starts chunking `source`.
+    pub fn chunks<R: Read>(&mut self, source: R) -> Chunks<'_, R> {
+        let cap = self.chunker.max * 2 + self.read_size;
+        if self.window.len() < cap {
+            self.window.resize(cap, 0);
+        }
+        Chunks {
+            window: &mut self.window,
+            chunker: &self.chunker,
+            source,
+            read_size: self.read_size,
+            start: 0,
+            end: 0,
+            eof: false,
+            bytes_read: 0,
+        }
+    }
+}
+
+impl<R: Read> Chunks<'_, R> {
     fn fill(&mut self) -> io::Result<()> {
         while !self.eof && self.end - self.start < self.chunker.max {
             if self.window.len() - self.end < self.read_size {
@@ -165,26 +192,28 @@ impl<R: Read> ChunkReader<R> {
                 self.eof = true;
             }
             self.end += n;
+            self.bytes_read += n as u64;
         }
         Ok(())
     }
 
-    /// The next chunk, or `None` at the end of the stream.
-    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// The next chunk, borrowed from the window, or `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         self.fill()?;
         if self.start == self.end {
             return Ok(None);
         }
         let avail = &self.window[self.start..self.end];
-        let n = self.chunker.cut(&avail[..avail.len().min(self.chunker.max)]);
-        let chunk = avail[..n].to_vec();
+        let n = self
+            .chunker
+            .cut(&avail[..avail.len().min(self.chunker.max)]);
         self.start += n;
-        Ok(Some(chunk))
+        Ok(Some(&self.window[self.start - n..self.start]))
     }
 
-    /// The reader, after chunking.
-    pub fn into_inner(self) -> R {
-        self.source
+    /// Bytes read from the source so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 }
 
@@ -193,7 +222,12 @@ mod tests {
     use super::*;
 
     fn params(seed: u64) -> ChunkerParams {
-        ChunkerParams { min: 2048, avg: 8192, max: 32768, seed }
+        ChunkerParams {
+            min: 2048,
+            avg: 8192,
+            max: 32768,
+            seed,
+        }
     }
 
     fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
@@ -213,16 +247,22 @@ mod tests {
         let c = Chunker::new(&params(42)).unwrap();
         let lens = c.chunk_lengths(&data);
         // a tiny read size forces many refills and window moves
-        let mut r = ChunkReader::new(c.clone(), &data[..], 1000);
+        let mut reader = ChunkReader::new(c.clone(), 1000);
         let mut got = Vec::new();
         let mut joined = Vec::new();
+        let mut r = reader.chunks(&data[..]);
         while let Some(ch) = r.next_chunk().unwrap() {
             assert!(ch.len() <= 32768);
             got.push(ch.len());
             joined.extend_from_slice(&ch);
         }
+        assert_eq!(r.bytes_read(), data.len() as u64);
         assert_eq!(got, lens);
         assert_eq!(joined, data);
+        // the window is reused for the next source
+        let mut r2 = reader.chunks(&b"tiny"[..]);
+        assert_eq!(r2.next_chunk().unwrap(), Some(&b"tiny"[..]));
+        assert_eq!(r2.next_chunk().unwrap(), None);
         assert!(lens.len() > 20);
     }
 
@@ -235,13 +275,39 @@ mod tests {
         let mut edited = data.clone();
         edited.splice(200_000..200_000, b"inserted".iter().copied());
         let e = Chunker::new(&params(1)).unwrap().chunk_lengths(&edited);
-        let common_tail = a.iter().rev().zip(e.iter().rev()).take_while(|(x, y)| x == y).count();
-        assert!(common_tail > a.len() / 4, "chunks after the edit are shared again");
+        let common_tail = a
+            .iter()
+            .rev()
+            .zip(e.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count();
+        assert!(
+            common_tail > a.len() / 4,
+            "chunks after the edit are shared again"
+        );
     }
 
     #[test]
     fn rejects_bad_params() {
-        assert!(ChunkerParams { min: 3, avg: 8192, max: 32768, seed: 0 }.validate().is_err());
-        assert!(ChunkerParams { min: 4096, avg: 2048, max: 32768, seed: 0 }.validate().is_err());
+        assert!(
+            ChunkerParams {
+                min: 3,
+                avg: 8192,
+                max: 32768,
+                seed: 0
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ChunkerParams {
+                min: 4096,
+                avg: 2048,
+                max: 32768,
+                seed: 0
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -54,7 +54,9 @@ mod tests {
         let text = b"the quick brown fox ".repeat(100);
         let c = compress(&text, 3).expect("text shrinks");
         assert_eq!(decompress(&c, text.len()).unwrap(), text);
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let _ = compress(&random, 3); // may or may not shrink; must not panic
         assert!(compress(&text, 0).is_none(), "level 0 disables");
         assert!(decompress(&c, text.len() + 1).is_err());

@@ -41,7 +41,10 @@ pub(crate) struct MasterKeyJson {
 
 impl MasterKeyJson {
     pub(crate) fn from_raw(encrypt: &[u8; 32], id: &[u8; 32]) -> MasterKeyJson {
-        MasterKeyJson { encrypt: hex_encode(encrypt), id: hex_encode(id) }
+        MasterKeyJson {
+            encrypt: hex_encode(encrypt),
+            id: hex_encode(id),
+        }
     }
 }
 
@@ -53,11 +56,18 @@ impl MasterKey {
 
     fn from_parts(enc_bytes: [u8; 32], id_key: [u8; 32]) -> MasterKey {
         let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(enc_bytes));
-        MasterKey { enc_bytes, id_key, cipher }
+        MasterKey {
+            enc_bytes,
+            id_key,
+            cipher,
+        }
     }
 
     pub(crate) fn to_json(&self) -> MasterKeyJson {
-        MasterKeyJson { encrypt: hex_encode(&self.enc_bytes), id: hex_encode(&self.id_key) }
+        MasterKeyJson {
+            encrypt: hex_encode(&self.enc_bytes),
+            id: hex_encode(&self.id_key),
+        }
     }
 
     pub(crate) fn from_json(j: &MasterKeyJson) -> Option<MasterKey> {
@@ -145,7 +155,10 @@ mod tests {
         t[15] ^= 1;
         assert!(k.open(b"aad", &t).is_err(), "flipped byte detected");
         assert!(k.open(b"aad", &s[..10]).is_err(), "truncation detected");
-        assert!(MasterKey::generate().open(b"aad", &s).is_err(), "other key rejected");
+        assert!(
+            MasterKey::generate().open(b"aad", &s).is_err(),
+            "other key rejected"
+        );
         let s2 = k.seal(b"aad", b"hello world");
         assert_ne!(s, s2, "fresh nonce each time");
     }

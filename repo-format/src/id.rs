@@ -36,7 +36,9 @@ impl Id {
 
     /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Result<Id, ParseIdError> {
-        let err = || ParseIdError { text: text.to_string() };
+        let err = || ParseIdError {
+            text: text.to_string(),
+        };
         let bytes = hex_decode(text).ok_or_else(err)?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| err())?;
         Ok(Id(arr))

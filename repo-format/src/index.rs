@@ -17,7 +17,9 @@ use crate::pack::{ENTRY_LEN, PackEntry};
 const INDEX_VERSION: u8 = 1;
 
 /// Encodes an index file payload for the given packs.
-pub fn encode_index_file<'a>(packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>) -> Vec<u8> {
+pub fn encode_index_file<'a>(
+    packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>,
+) -> Vec<u8> {
     let mut out = vec![INDEX_VERSION];
     for (pack, entries) in packs {
         out.extend_from_slice(&pack.0);
@@ -50,13 +52,17 @@ pub fn decode_index_file(
         let pack = Id(rest[..32].try_into().expect("32 bytes"));
         let count = u32::from_le_bytes(rest[32..36].try_into().expect("4 bytes")) as usize;
         rest = &rest[36..];
-        let need = count.checked_mul(ENTRY_LEN).ok_or(IndexFormatError("count overflow"))?;
+        let need = count
+            .checked_mul(ENTRY_LEN)
+            .ok_or(IndexFormatError("count overflow"))?;
         if rest.len() < need {
             return Err(IndexFormatError("truncated entries"));
         }
         let entries = rest[..need]
             .chunks_exact(ENTRY_LEN)
-            .map(|c| PackEntry::decode(c.try_into().expect("exact")).ok_or(IndexFormatError("bad entry")))
+            .map(|c| {
+                PackEntry::decode(c.try_into().expect("exact")).ok_or(IndexFormatError("bad entry"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         rest = &rest[need..];
         f(pack, entries);
@@ -131,7 +137,10 @@ impl IndexBuilder {
 impl Index {
     /// Where blob (`ty`, `id`) is stored, if indexed.
     pub fn lookup(&self, ty: BlobType, id: &Id) -> Option<BlobLocation> {
-        let i = self.slots.binary_search_by(|s| (s.id, s.ty).cmp(&(*id, ty))).ok()?;
+        let i = self
+            .slots
+            .binary_search_by(|s| (s.id, s.ty).cmp(&(*id, ty)))
+            .ok()?;
         let s = &self.slots[i];
         Some(BlobLocation {
             pack: self.packs[s.pack as usize],
@@ -175,7 +184,14 @@ mod tests {
     use super::*;
 
     fn entry(n: u8, ty: BlobType) -> PackEntry {
-        PackEntry { ty, compression: Compression::None, id: Id([n; 32]), offset: n as u32, length: 10, raw_length: 9 }
+        PackEntry {
+            ty,
+            compression: Compression::None,
+            id: Id([n; 32]),
+            offset: n as u32,
+            length: 10,
+            raw_length: 9,
+        }
     }
 
     #[test]
@@ -191,7 +207,10 @@ mod tests {
         assert_eq!(idx.len(), 3, "duplicate (data, 5) kept once");
         assert_eq!(idx.lookup(BlobType::Data, &Id([5; 32])).unwrap().pack, p1);
         assert_eq!(idx.lookup(BlobType::Tree, &Id([5; 32])).unwrap().pack, p2);
-        assert!(idx.lookup(BlobType::Data, &Id([3; 32])).is_none(), "types are separate");
+        assert!(
+            idx.lookup(BlobType::Data, &Id([3; 32])).is_none(),
+            "types are separate"
+        );
         assert!(Index::BYTES_PER_BLOB <= 64);
         for cut in 1..bytes.len() {
             let _ = decode_index_file(&bytes[..cut], |_, _| {});

@@ -24,7 +24,11 @@ pub struct KdfParams {
 impl Default for KdfParams {
     fn default() -> Self {
         // 64 MiB, 3 passes: about 0.1 s here, OWASP's recommended floor is 19 MiB/2 passes.
-        KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 }
+        KdfParams {
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
     }
 }
 
@@ -80,7 +84,11 @@ fn wrapping_key(derived: MasterKeyBytes) -> MasterKey {
 
 impl KeyFile {
     /// Seals `master` under `password`.
-    pub fn create(master: &MasterKey, password: &[u8], params: KdfParams) -> Result<KeyFile, KeyError> {
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+    ) -> Result<KeyFile, KeyError> {
         let salt: [u8; 32] = random_array();
         let wrap = wrapping_key(derive(password, &salt, &params)?);
         let json = serde_json::to_vec(&master.to_json()).expect("serializable");
@@ -100,10 +108,14 @@ impl KeyFile {
         if self.kdf != "argon2id" {
             return Err(KeyError::Malformed(format!("unknown kdf {:?}", self.kdf)));
         }
-        let salt = hex_decode(&self.salt).ok_or_else(|| KeyError::Malformed("salt is not hex".into()))?;
-        let sealed = hex_decode(&self.data).ok_or_else(|| KeyError::Malformed("data is not hex".into()))?;
+        let salt =
+            hex_decode(&self.salt).ok_or_else(|| KeyError::Malformed("salt is not hex".into()))?;
+        let sealed =
+            hex_decode(&self.data).ok_or_else(|| KeyError::Malformed("data is not hex".into()))?;
         let wrap = wrapping_key(derive(password, &salt, &self.params)?);
-        let json = wrap.open(KEY_AAD, &sealed).map_err(|_| KeyError::WrongPassword)?;
+        let json = wrap
+            .open(KEY_AAD, &sealed)
+            .map_err(|_| KeyError::WrongPassword)?;
         let j: MasterKeyJson =
             serde_json::from_slice(&json).map_err(|e| KeyError::Malformed(e.to_string()))?;
         MasterKey::from_json(&j).ok_or_else(|| KeyError::Malformed("master key lengths".into()))
@@ -121,7 +133,9 @@ pub fn hostname() -> String {
 
 /// The current user's name from the environment, or empty.
 pub fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default()
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -131,7 +145,11 @@ mod tests {
     #[test]
     fn open_with_right_password_only() {
         let m = MasterKey::generate();
-        let cheap = KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 };
+        let cheap = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
         let k = KeyFile::create(&m, b"secret", cheap).unwrap();
         let json = serde_json::to_string(&k).unwrap();
         let k: KeyFile = serde_json::from_str(&json).unwrap();

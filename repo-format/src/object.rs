@@ -59,13 +59,22 @@ pub enum ObjectError {
 const MAX_OBJECT: u64 = 4 << 30;
 
 /// Opens a sealed object of `kind`.
-pub fn open_object(key: &MasterKey, kind: ObjectKind, sealed: &[u8]) -> Result<Vec<u8>, ObjectError> {
-    let plain = key.open(kind.aad(), sealed).map_err(|_| ObjectError::Decrypt(kind))?;
+pub fn open_object(
+    key: &MasterKey,
+    kind: ObjectKind,
+    sealed: &[u8],
+) -> Result<Vec<u8>, ObjectError> {
+    let plain = key
+        .open(kind.aad(), sealed)
+        .map_err(|_| ObjectError::Decrypt(kind))?;
     let (&flag, rest) = plain.split_first().ok_or(ObjectError::Malformed)?;
     match Compression::from_byte(flag).ok_or(ObjectError::Malformed)? {
         Compression::None => Ok(rest.to_vec()),
         Compression::Zstd => {
-            let len: [u8; 8] = rest.get(..8).and_then(|b| b.try_into().ok()).ok_or(ObjectError::Malformed)?;
+            let len: [u8; 8] = rest
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(ObjectError::Malformed)?;
             let len = u64::from_le_bytes(len);
             if len > MAX_OBJECT {
                 return Err(ObjectError::Malformed);
@@ -82,7 +91,8 @@ mod tests {
     #[test]
     fn kinds_are_bound() {
         let k = MasterKey::generate();
-        let payload = b"{\"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1}".repeat(4);
+        let payload =
+            b"{\"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1, \"a\": 1}".repeat(4);
         let s = seal_object(&k, ObjectKind::Snapshot, &payload, 3);
         assert_eq!(open_object(&k, ObjectKind::Snapshot, &s).unwrap(), payload);
         assert!(open_object(&k, ObjectKind::Index, &s).is_err());

@@ -83,7 +83,10 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// An empty pack with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> PackBuilder {
-        PackBuilder { bytes: Vec::with_capacity(capacity), entries: Vec::new() }
+        PackBuilder {
+            bytes: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+        }
     }
 
     /// Bytes of blobs so far.
@@ -126,7 +129,11 @@ impl PackBuilder {
         key.seal_into(HEADER_AAD, &header, &mut self.bytes);
         let sealed_len = (self.bytes.len() - before) as u32;
         self.bytes.extend_from_slice(&sealed_len.to_le_bytes());
-        FinishedPack { id: Id::of_stored(&self.bytes), bytes: self.bytes, entries: self.entries }
+        FinishedPack {
+            id: Id::of_stored(&self.bytes),
+            bytes: self.bytes,
+            entries: self.entries,
+        }
     }
 }
 
@@ -134,7 +141,9 @@ impl PackBuilder {
 #[derive(Debug, thiserror::Error)]
 pub enum PackHeaderError {
     /// Too short to hold a header, or the length field points outside the pack.
-    #[error("truncated or malformed pack (header length {header_len} does not fit a pack of {pack_len} bytes)")]
+    #[error(
+        "truncated or malformed pack (header length {header_len} does not fit a pack of {pack_len} bytes)"
+    )]
     Malformed {
         /// Header length as recorded in the trailer.
         header_len: u64,
@@ -155,8 +164,14 @@ pub struct PackHeader;
 impl PackHeader {
     /// Given the pack's total length and its last 4 bytes, the byte range holding the sealed
     /// header.
-    pub fn header_range(pack_len: u64, trailer: &[u8]) -> Result<std::ops::Range<u64>, PackHeaderError> {
-        let malformed = |header_len| PackHeaderError::Malformed { header_len, pack_len };
+    pub fn header_range(
+        pack_len: u64,
+        trailer: &[u8],
+    ) -> Result<std::ops::Range<u64>, PackHeaderError> {
+        let malformed = |header_len| PackHeaderError::Malformed {
+            header_len,
+            pack_len,
+        };
         let t: [u8; 4] = trailer.try_into().map_err(|_| malformed(0))?;
         let header_len = u32::from_le_bytes(t) as u64;
         if pack_len < 4 || header_len < SEAL_OVERHEAD as u64 + 1 || header_len + 4 > pack_len {
@@ -167,21 +182,34 @@ impl PackHeader {
 
     /// Opens and parses the sealed header; every entry must lie inside the blob area
     /// (`0..blobs_len`).
-    pub fn parse(key: &MasterKey, sealed: &[u8], blobs_len: u64) -> Result<Vec<PackEntry>, PackHeaderError> {
-        let plain = key.open(HEADER_AAD, sealed).map_err(|_| PackHeaderError::Decrypt)?;
-        let (&version, body) = plain.split_first().ok_or(PackHeaderError::Inconsistent("empty header"))?;
+    pub fn parse(
+        key: &MasterKey,
+        sealed: &[u8],
+        blobs_len: u64,
+    ) -> Result<Vec<PackEntry>, PackHeaderError> {
+        let plain = key
+            .open(HEADER_AAD, sealed)
+            .map_err(|_| PackHeaderError::Decrypt)?;
+        let (&version, body) = plain
+            .split_first()
+            .ok_or(PackHeaderError::Inconsistent("empty header"))?;
         if version != HEADER_VERSION {
             return Err(PackHeaderError::Inconsistent("unknown header version"));
         }
         if body.len() % ENTRY_LEN != 0 {
-            return Err(PackHeaderError::Inconsistent("header length is not a whole number of entries"));
+            return Err(PackHeaderError::Inconsistent(
+                "header length is not a whole number of entries",
+            ));
         }
         body.chunks_exact(ENTRY_LEN)
             .map(|c| {
-                let e = PackEntry::decode(c.try_into().expect("exact chunk"))
-                    .ok_or(PackHeaderError::Inconsistent("unknown blob type or compression"))?;
+                let e = PackEntry::decode(c.try_into().expect("exact chunk")).ok_or(
+                    PackHeaderError::Inconsistent("unknown blob type or compression"),
+                )?;
                 if e.offset as u64 + e.length as u64 > blobs_len {
-                    return Err(PackHeaderError::Inconsistent("blob extends past the blob area"));
+                    return Err(PackHeaderError::Inconsistent(
+                        "blob extends past the blob area",
+                    ));
                 }
                 Ok(e)
             })
@@ -216,7 +244,10 @@ mod tests {
         assert_eq!(entries, p.entries);
         for (e, data) in entries.iter().zip(&blobs) {
             let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(&open_blob(&key, e.ty, &e.id, e.compression, e.raw_length, s).unwrap(), data);
+            assert_eq!(
+                &open_blob(&key, e.ty, &e.id, e.compression, e.raw_length, s).unwrap(),
+                data
+            );
         }
     }
 

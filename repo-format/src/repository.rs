@@ -59,7 +59,9 @@ pub enum RepoError {
         id: Id,
     },
     /// The repository was written by a newer Cairn.
-    #[error("repository format version {found} is newer than this cairn supports ({FORMAT_VERSION}); upgrade cairn")]
+    #[error(
+        "repository format version {found} is newer than this cairn supports ({FORMAT_VERSION}); upgrade cairn"
+    )]
     UnsupportedVersion {
         /// The config's version.
         found: u32,
@@ -70,7 +72,10 @@ pub enum RepoError {
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
 fn corrupt(object: impl Into<String>, reason: impl ToString) -> RepoError {
-    RepoError::Corrupt { object: object.into(), reason: reason.to_string() }
+    RepoError::Corrupt {
+        object: object.into(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Typestate marker: keys and config are open, the index is not loaded.
@@ -98,13 +103,18 @@ where
     S: Clone,
 {
     fn clone(&self) -> Self {
-        Repository { inner: self.inner.clone(), state: self.state.clone() }
+        Repository {
+            inner: self.inner.clone(),
+            state: self.state.clone(),
+        }
     }
 }
 
 impl Clone for Indexed {
     fn clone(&self) -> Self {
-        Indexed { index: self.index.clone() }
+        Indexed {
+            index: self.index.clone(),
+        }
     }
 }
 
@@ -122,22 +132,42 @@ impl Repository<Opened> {
         config: Config,
         kdf: KdfParams,
     ) -> Result<Repository<Opened>> {
-        config.chunker.validate().map_err(|e| corrupt("config", e))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| corrupt("config", e))?;
         if backend.head("config")?.is_some() {
-            return Err(RepoError::AlreadyInitialized { location: backend.location() });
+            return Err(RepoError::AlreadyInitialized {
+                location: backend.location(),
+            });
         }
         let key = MasterKey::generate();
         let kf = KeyFile::create(&key, password, kdf).map_err(|e| corrupt("key", e))?;
         let kf_bytes = serde_json::to_vec_pretty(&kf).expect("serializable");
-        backend.put(&FileKind::Key.path(&Id::of_stored(&kf_bytes)), Bytes::from(kf_bytes))?;
+        backend.put(
+            &FileKind::Key.path(&Id::of_stored(&kf_bytes)),
+            Bytes::from(kf_bytes),
+        )?;
         let cfg = serde_json::to_vec(&config).expect("serializable");
-        match backend.put("config", Bytes::from(seal_object(&key, ObjectKind::Config, &cfg, 0))) {
+        match backend.put(
+            "config",
+            Bytes::from(seal_object(&key, ObjectKind::Config, &cfg, 0)),
+        ) {
             Err(BackendError::AlreadyExists { .. }) => {
-                return Err(RepoError::AlreadyInitialized { location: backend.location() });
+                return Err(RepoError::AlreadyInitialized {
+                    location: backend.location(),
+                });
             }
             r => r?,
         }
-        Ok(Repository { inner: Arc::new(Inner { backend, key, config }), state: Opened })
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                backend,
+                key,
+                config,
+            }),
+            state: Opened,
+        })
     }
 
     /// Opens with a password: finds the key file it opens, then reads the config.
@@ -166,13 +196,26 @@ impl Repository<Opened> {
             }
         }
         let key = found.ok_or(RepoError::WrongPassword { location })?;
-        let plain = open_object(&key, ObjectKind::Config, &config_bytes).map_err(|e| corrupt("config", e))?;
+        let plain = open_object(&key, ObjectKind::Config, &config_bytes)
+            .map_err(|e| corrupt("config", e))?;
         let config: Config = serde_json::from_slice(&plain).map_err(|e| corrupt("config", e))?;
         if config.version > FORMAT_VERSION {
-            return Err(RepoError::UnsupportedVersion { found: config.version });
+            return Err(RepoError::UnsupportedVersion {
+                found: config.version,
+            });
         }
-        config.chunker.validate().map_err(|e| corrupt("config", e))?;
-        Ok(Repository { inner: Arc::new(Inner { backend, key, config }), state: Opened })
+        config
+            .chunker
+            .validate()
+            .map_err(|e| corrupt("config", e))?;
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                backend,
+                key,
+                config,
+            }),
+            state: Opened,
+        })
     }
 
     /// Reads every index file into memory. An index file that cannot be read is an error that
@@ -180,11 +223,17 @@ impl Repository<Opened> {
     pub fn load_index(self) -> Result<Repository<Indexed>> {
         let mut builder = IndexBuilder::default();
         let mut paths = Vec::new();
-        self.backend().list(FileKind::Index.prefix(), &mut |o| paths.push(o.path))?;
+        self.backend()
+            .list(FileKind::Index.prefix(), &mut |o| paths.push(o.path))?;
         for path in paths {
             self.read_index_file(&path, |pack, entries| builder.add_pack(pack, &entries))?;
         }
-        Ok(Repository { inner: self.inner, state: Indexed { index: Arc::new(builder.finish()) } })
+        Ok(Repository {
+            inner: self.inner,
+            state: Indexed {
+                index: Arc::new(builder.finish()),
+            },
+        })
     }
 }
 
@@ -220,21 +269,33 @@ impl<S> Repository<S> {
         let path = kind.path(id);
         let bytes = self.backend().get(&path, None)?;
         if Id::of_stored(&bytes) != *id {
-            return Err(corrupt(path, "content does not match its name (corrupt or truncated)"));
+            return Err(corrupt(
+                path,
+                "content does not match its name (corrupt or truncated)",
+            ));
         }
         open_object(self.key(), okind, &bytes).map_err(|e| corrupt(path, e))
     }
 
     /// Reads one index file, calling `f` per pack.
     pub fn read_index_file(&self, path: &str, f: impl FnMut(Id, Vec<PackEntry>)) -> Result<()> {
-        let id = FileKind::Index.id_of(path).ok_or_else(|| corrupt(path, "not an index file name"))?;
+        let id = FileKind::Index
+            .id_of(path)
+            .ok_or_else(|| corrupt(path, "not an index file name"))?;
         let payload = self.load_object(FileKind::Index, ObjectKind::Index, &id)?;
         decode_index_file(&payload, f).map_err(|e| corrupt(path, e))
     }
 
     /// Writes an index file for `packs`.
-    pub fn save_index<'a>(&self, packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>) -> Result<Id> {
-        self.save_object(FileKind::Index, ObjectKind::Index, &encode_index_file(packs))
+    pub fn save_index<'a>(
+        &self,
+        packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>,
+    ) -> Result<Id> {
+        self.save_object(
+            FileKind::Index,
+            ObjectKind::Index,
+            &encode_index_file(packs),
+        )
     }
 
     /// Stores a snapshot.
@@ -264,9 +325,14 @@ impl<S> Repository<S> {
     /// Reads the header of a stored pack.
     pub fn read_pack_header(&self, pack: &Id) -> Result<Vec<PackEntry>> {
         let path = FileKind::Pack.path(pack);
-        let len = self.backend().head(&path)?.ok_or_else(|| BackendError::NotFound { path: path.clone() })?;
+        let len = self
+            .backend()
+            .head(&path)?
+            .ok_or_else(|| BackendError::NotFound { path: path.clone() })?;
         let hdr_err = |e: PackHeaderError| corrupt(path.clone(), e);
-        let trailer = self.backend().get(&path, Some(len.saturating_sub(4)..len))?;
+        let trailer = self
+            .backend()
+            .get(&path, Some(len.saturating_sub(4)..len))?;
         let range = PackHeader::header_range(len, &trailer).map_err(hdr_err)?;
         let start = range.start;
         let sealed = self.backend().get(&path, Some(range))?;
@@ -282,12 +348,18 @@ impl Repository<Indexed> {
 
     /// Drops the index (to reload it after writing).
     pub fn into_opened(self) -> Repository<Opened> {
-        Repository { inner: self.inner, state: Opened }
+        Repository {
+            inner: self.inner,
+            state: Opened,
+        }
     }
 
     /// Where a blob is, or [`RepoError::BlobMissing`].
     pub fn locate(&self, ty: BlobType, id: &Id) -> Result<BlobLocation> {
-        self.index().lookup(ty, id).ok_or(RepoError::BlobMissing { ty: ty.name(), id: *id })
+        self.index().lookup(ty, id).ok_or(RepoError::BlobMissing {
+            ty: ty.name(),
+            id: *id,
+        })
     }
 
     /// Fetches, opens and verifies one blob.
@@ -295,16 +367,29 @@ impl Repository<Indexed> {
         let loc = self.locate(ty, id)?;
         let e = loc.entry;
         let path = FileKind::Pack.path(&loc.pack);
-        let sealed = self.backend().get(&path, Some(e.offset as u64..e.offset as u64 + e.length as u64))?;
+        let sealed = self.backend().get(
+            &path,
+            Some(e.offset as u64..e.offset as u64 + e.length as u64),
+        )?;
         self.open_located_blob(&loc, &sealed)
     }
 
     /// Opens a blob whose sealed bytes were already fetched from `loc`.
     pub fn open_located_blob(&self, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
         let e = &loc.entry;
-        open_blob(self.key(), e.ty, &e.id, e.compression, e.raw_length, sealed).map_err(|err: BlobError| {
-            corrupt(format!("{} ({} blob {})", FileKind::Pack.path(&loc.pack), e.ty.name(), e.id), err)
-        })
+        open_blob(self.key(), e.ty, &e.id, e.compression, e.raw_length, sealed).map_err(
+            |err: BlobError| {
+                corrupt(
+                    format!(
+                        "{} ({} blob {})",
+                        FileKind::Pack.path(&loc.pack),
+                        e.ty.name(),
+                        e.id
+                    ),
+                    err,
+                )
+            },
+        )
     }
 
     /// Loads and parses a tree.

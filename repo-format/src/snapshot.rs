@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
-use crate::tree::Labels;
+use crate::tree::{Labels, Node};
 
 /// What a backup did, stored in its snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct Snapshot {
     pub labels: Labels,
     /// Root tree.
     pub tree: Id,
+    /// Metadata of the backed-up directory itself when a single directory was backed up
+    /// (restore applies it to the target: a volume's root mode and owner matter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Node>,
     /// Snapshot used for change detection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,

@@ -37,7 +37,10 @@ impl Serialize for RawBytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(t) => s.serialize_str(t),
-            Err(_) => RawRepr::Hex { hex: hex_encode(&self.0) }.serialize(s),
+            Err(_) => RawRepr::Hex {
+                hex: hex_encode(&self.0),
+            }
+            .serialize(s),
         }
     }
 }
@@ -145,7 +148,11 @@ impl Node {
     /// Whether `name` is safe to create inside a directory: not empty, `.` or `..`, and free of
     /// `/` and NUL. Restore refuses anything else.
     pub fn name_is_safe(name: &[u8]) -> bool {
-        !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+        !name.is_empty()
+            && name != b"."
+            && name != b".."
+            && !name.contains(&b'/')
+            && !name.contains(&0)
     }
 }
 
@@ -203,7 +210,10 @@ mod tests {
             links: 0,
             rdev: 0,
             linktarget: Some(RawBytes(vec![0xfe, b'/'])),
-            xattrs: vec![ExtendedAttribute { name: RawBytes(b"user.x".to_vec()), value: RawBytes(vec![0, 0xff]) }],
+            xattrs: vec![ExtendedAttribute {
+                name: RawBytes(b"user.x".to_vec()),
+                value: RawBytes(vec![0, 0xff]),
+            }],
             content: None,
             subtree: None,
         };

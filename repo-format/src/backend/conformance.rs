@@ -18,7 +18,10 @@ pub fn run_all(b: &dyn Backend) {
 
 fn put_get_head(b: &dyn Backend) {
     b.put("snapshots/aa", Bytes::from_static(b"hello")).unwrap();
-    assert_eq!(b.get("snapshots/aa", None).unwrap(), Bytes::from_static(b"hello"));
+    assert_eq!(
+        b.get("snapshots/aa", None).unwrap(),
+        Bytes::from_static(b"hello")
+    );
     assert_eq!(b.head("snapshots/aa").unwrap(), Some(5));
     assert_eq!(b.head("snapshots/zz").unwrap(), None);
     b.put("empty/e", Bytes::new()).unwrap();
@@ -29,20 +32,28 @@ fn create_only(b: &dyn Backend) {
     b.put("keys/k", Bytes::from_static(b"one")).unwrap();
     let e = b.put("keys/k", Bytes::from_static(b"two")).unwrap_err();
     assert!(matches!(e, BackendError::AlreadyExists { .. }), "{e}");
-    assert_eq!(b.get("keys/k", None).unwrap(), Bytes::from_static(b"one"), "never overwritten");
+    assert_eq!(
+        b.get("keys/k", None).unwrap(),
+        Bytes::from_static(b"one"),
+        "never overwritten"
+    );
 }
 
 fn ranges(b: &dyn Backend) {
     let data: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     b.put("data/ab/abcd", Bytes::from(data.clone())).unwrap();
     assert_eq!(b.get("data/ab/abcd", Some(10..20)).unwrap(), &data[10..20]);
-    assert_eq!(b.get("data/ab/abcd", Some(99_990..100_000)).unwrap(), &data[99_990..]);
+    assert_eq!(
+        b.get("data/ab/abcd", Some(99_990..100_000)).unwrap(),
+        &data[99_990..]
+    );
     assert_eq!(b.get("data/ab/abcd", None).unwrap(), data);
 }
 
 fn listing(b: &dyn Backend) {
     for i in 0..30 {
-        b.put(&format!("index/{i:03}"), Bytes::from(vec![0u8; i])).unwrap();
+        b.put(&format!("index/{i:03}"), Bytes::from(vec![0u8; i]))
+            .unwrap();
     }
     let mut seen = BTreeMap::new();
     b.list("index/", &mut |o| {
@@ -53,7 +64,11 @@ fn listing(b: &dyn Backend) {
     assert_eq!(seen.get("index/007"), Some(&7));
     let mut packs = Vec::new();
     b.list("data/", &mut |o| packs.push(o.path)).unwrap();
-    assert_eq!(packs, vec!["data/ab/abcd".to_string()], "nested names are listed");
+    assert_eq!(
+        packs,
+        vec!["data/ab/abcd".to_string()],
+        "nested names are listed"
+    );
     let mut none = 0;
     b.list("nothing-here/", &mut |_| none += 1).unwrap();
     assert_eq!(none, 0);
@@ -65,7 +80,10 @@ fn delete_and_missing(b: &dyn Backend) {
     assert_eq!(b.head("locks/l").unwrap(), None);
     let e = b.get("locks/l", None).unwrap_err();
     assert!(matches!(e, BackendError::NotFound { .. }));
-    assert!(e.to_string().contains("locks/l"), "errors name the object: {e}");
+    assert!(
+        e.to_string().contains("locks/l"),
+        "errors name the object: {e}"
+    );
 }
 
 #[cfg(test)]

@@ -23,32 +23,52 @@ pub struct ObjectStoreBackend {
 
 impl ObjectStoreBackend {
     /// Wraps `store`, with every object under `prefix`; `location` names it in messages.
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, location: String) -> std::io::Result<Self> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        location: String,
+    ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-io")
             .enable_all()
             .build()?;
-        Ok(ObjectStoreBackend { store, prefix: Path::from(prefix), location, runtime })
+        Ok(ObjectStoreBackend {
+            store,
+            prefix: Path::from(prefix),
+            location,
+            runtime,
+        })
     }
 
     /// A repository in a local directory; the directory is created when `create` is set.
     pub fn local(dir: &FsPath, create: bool) -> Result<Self, BackendError> {
-        let other = |message: String| BackendError::Other { path: dir.display().to_string(), message };
+        let other = |message: String| BackendError::Other {
+            path: dir.display().to_string(),
+            message,
+        };
         if create {
-            std::fs::create_dir_all(dir).map_err(|e| other(format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| other(format!("cannot create directory: {e}")))?;
         }
         if !dir.is_dir() {
-            return Err(BackendError::NotFound { path: dir.display().to_string() });
+            return Err(BackendError::NotFound {
+                path: dir.display().to_string(),
+            });
         }
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| other(e.to_string()))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| other(e.to_string()))?;
         Self::new(Arc::new(fs), "", dir.display().to_string()).map_err(|e| other(e.to_string()))
     }
 
     /// An in-memory repository, for tests.
     pub fn memory() -> Self {
-        Self::new(Arc::new(object_store::memory::InMemory::new()), "", "memory:".into())
-            .expect("runtime")
+        Self::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "",
+            "memory:".into(),
+        )
+        .expect("runtime")
     }
 
     fn full(&self, path: &str) -> Path {
@@ -65,7 +85,10 @@ impl ObjectStoreBackend {
         if pre.is_empty() {
             s.to_string()
         } else {
-            s.strip_prefix(pre).map(|r| r.trim_start_matches('/')).unwrap_or(s).to_string()
+            s.strip_prefix(pre)
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(s)
+                .to_string()
         }
     }
 }
@@ -73,8 +96,13 @@ impl ObjectStoreBackend {
 fn map_err(path: &str, e: object_store::Error) -> BackendError {
     match e {
         object_store::Error::NotFound { .. } => BackendError::NotFound { path: path.into() },
-        object_store::Error::AlreadyExists { .. } => BackendError::AlreadyExists { path: path.into() },
-        other => BackendError::Other { path: path.into(), message: other.to_string() },
+        object_store::Error::AlreadyExists { .. } => {
+            BackendError::AlreadyExists { path: path.into() }
+        }
+        other => BackendError::Other {
+            path: path.into(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -89,7 +117,10 @@ impl Backend for ObjectStoreBackend {
             let mut stream = self.store.list(Some(&p));
             while let Some(item) = stream.next().await {
                 let meta = item.map_err(|e| map_err(prefix, e))?;
-                f(ObjectInfo { path: self.relative(&meta.location), size: meta.size });
+                f(ObjectInfo {
+                    path: self.relative(&meta.location),
+                    size: meta.size,
+                });
             }
             Ok(())
         })
@@ -118,14 +149,22 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         self.runtime
-            .block_on(self.store.put_opts(&self.full(path), PutPayload::from_bytes(data), opts))
+            .block_on(
+                self.store
+                    .put_opts(&self.full(path), PutPayload::from_bytes(data), opts),
+            )
             .map(|_| ())
             .map_err(|e| map_err(path, e))
     }
 
     fn delete(&self, path: &str) -> Result<(), BackendError> {
-        self.runtime.block_on(self.store.delete(&self.full(path))).map_err(|e| map_err(path, e))
+        self.runtime
+            .block_on(self.store.delete(&self.full(path)))
+            .map_err(|e| map_err(path, e))
     }
 }

@@ -1,0 +1,414 @@
+//! The backup pipeline. [`run`] wires the stages, each in its own file:
+//!
+//! ```text
+//!  walk ──events──▶ archive ──file jobs──▶ read → chunk → seal  (N worker threads)
+//!  (thread)         (caller)                        │ sealed data blobs
+//!                      │ finished dirs              ▼
+//!                      └──────────────▶ tree ──▶ pack → upload  (one thread)
+//!                                      (thread)  tree blobs
+//! ```
+//!
+//! * walk: depth-first, names in byte order, excludes applied, metadata read.
+//! * archive: change detection against the parent snapshot; unchanged files are not opened.
+//! * read/chunk/seal: open without following symlinks, FastCDC in a reused window, keyed BLAKE3,
+//!   dedup claim, zstd when it shrinks, AES-256-GCM.
+//! * tree: one tree blob per directory, bottom-up, as directories finish.
+//! * pack/upload: packs of about `pack_size`, stored create-only; index files as packs complete.
+//!
+//! Every queue is bounded, so memory is set by the configuration (workers × chunk window,
+//! packs being filled, queue depths) plus the index, not by file sizes or counts. The snapshot
+//! is written last, after its last pack and index file.
+
+pub mod archive;
+pub mod chunk;
+pub mod pack;
+pub mod read;
+pub mod seal;
+pub mod tree;
+pub mod upload;
+pub mod walk;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use cairn_repo_format::chunker::{ChunkReader, Chunker};
+use cairn_repo_format::snapshot::{Snapshot, Summary};
+use cairn_repo_format::tree::{Labels, Node};
+use cairn_repo_format::{BlobType, Id, Indexed, RepoError, Repository};
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::filter::Patterns;
+use crate::select::{SnapshotFilter, latest_matching};
+use archive::{Archiver, FileJob};
+pub use read::ChangeRules;
+use seal::Dedup;
+
+/// Reports a path that could not be backed up (it is left out; the backup goes on).
+pub type Warn<'a> = dyn Fn(&Path, &str) + Sync + 'a;
+
+/// Which snapshot to compare against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot with the same host and paths.
+    #[default]
+    Latest,
+    /// This one.
+    Snapshot(Id),
+    /// None: read every file (`--force`).
+    None,
+}
+
+/// What to back up and how.
+#[derive(Clone, Default)]
+pub struct BackupOptions {
+    /// Files or directories.
+    pub paths: Vec<PathBuf>,
+    /// Host name recorded in the snapshot.
+    pub hostname: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Labels.
+    pub labels: Labels,
+    /// Exclude patterns.
+    pub excludes: Patterns,
+    /// Do not cross file-system boundaries.
+    pub one_file_system: bool,
+    /// Parent selection.
+    pub parent: ParentChoice,
+    /// Change-detection rules.
+    pub change: ChangeRules,
+    /// Snapshot time (default: now).
+    pub time: Option<DateTime<Utc>>,
+    /// File workers (0: one per CPU).
+    pub workers: usize,
+    /// Count files and bytes first, for an ETA.
+    pub scan: bool,
+}
+
+/// Live counters, read by progress displays while the backup runs.
+#[derive(Default, Debug)]
+#[allow(missing_docs)]
+pub struct Progress {
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub scan_done: AtomicBool,
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub files_new: AtomicU64,
+    pub files_changed: AtomicU64,
+    pub files_unmodified: AtomicU64,
+    pub dirs_new: AtomicU64,
+    pub dirs_changed: AtomicU64,
+    pub dirs_unmodified: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub data_blobs: AtomicU64,
+    pub tree_blobs: AtomicU64,
+    pub data_added: AtomicU64,
+    pub data_added_packed: AtomicU64,
+    pub packs_done: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Why a backup wrote no snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// No paths given.
+    #[error("no backup paths given")]
+    NoPaths,
+    /// A backup path is missing or unreadable.
+    #[error("backup path {path} cannot be used: {reason}")]
+    BadPath {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Two paths would be stored under the same name.
+    #[error("backup paths {a} and {b} have the same name; back them up in separate snapshots")]
+    DuplicateName {
+        /// First.
+        a: PathBuf,
+        /// Second.
+        b: PathBuf,
+    },
+    /// Repository failure (storage, corruption).
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The walk produced nothing to store.
+    #[error("nothing could be read from the backup paths; no snapshot written")]
+    NothingRead,
+}
+
+/// A written snapshot.
+pub struct BackupOutcome {
+    /// Its id.
+    pub id: Id,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+}
+
+/// Resolves, checks and sorts the backup paths: absolute, symlinks resolved, existing, with
+/// distinct names.
+fn prepare_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, BackupError> {
+    if paths.is_empty() {
+        return Err(BackupError::NoPaths);
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = p.canonicalize().map_err(|e| BackupError::BadPath {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        out.push(abs);
+    }
+    out.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    out.dedup();
+    for w in out.windows(2) {
+        if w[0].file_name() == w[1].file_name() {
+            return Err(BackupError::DuplicateName {
+                a: w[0].clone(),
+                b: w[1].clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn find_parent(
+    repo: &Repository<Indexed>,
+    opts: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<(Id, Snapshot)>, RepoError> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Snapshot(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
+        ParentChoice::Latest => {
+            let filter = SnapshotFilter {
+                hosts: vec![opts.hostname.clone()],
+                paths: paths.to_vec(),
+                ..Default::default()
+            };
+            latest_matching(repo, &filter)
+        }
+    }
+}
+
+/// Reads one file: open, chunk, hash, dedup, seal; sends new blobs to the pack stage.
+fn read_file(
+    job: &mut FileJob,
+    reader: &mut ChunkReader,
+    repo: &Repository<Indexed>,
+    dedup: &Dedup<'_>,
+    blobs: &Sender<SealedBlobMsg>,
+    progress: &Progress,
+    warn: &Warn<'_>,
+) -> io::Result<()> {
+    let key = repo.key();
+    let level = repo.config().compression;
+    let file = read::open_for_read(&job.path)?;
+    let before = file.metadata()?;
+    let chunked = chunk::chunk_file(reader, key, &file, |id, data| {
+        progress
+            .bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes_done
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if dedup.claim(BlobType::Data, &id) {
+            progress.data_blobs.fetch_add(1, Ordering::Relaxed);
+            progress
+                .data_added
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let sealed = seal::seal(key, BlobType::Data, id, data, level);
+            blobs
+                .send(sealed)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "pipeline stopped"))?;
+        }
+        Ok(())
+    })?;
+    let after = file.metadata()?;
+    if read::changed_while_reading(&before, &after) || chunked.size != job.node.size {
+        warn(
+            &job.path,
+            "file changed while it was read; the snapshot holds what was read",
+        );
+    }
+    job.node.size = chunked.size;
+    job.node.content = Some(chunked.content);
+    Ok(())
+}
+
+type SealedBlobMsg = cairn_repo_format::blob::SealedBlob;
+
+fn file_worker(
+    jobs: Receiver<FileJob>,
+    repo: &Repository<Indexed>,
+    dedup: &Dedup<'_>,
+    blobs: Sender<SealedBlobMsg>,
+    progress: &Progress,
+    warn: &Warn<'_>,
+) {
+    let chunker =
+        Chunker::new(&repo.config().chunker).expect("validated when the repository was opened");
+    let mut reader = ChunkReader::new(chunker, 1 << 20);
+    for mut job in jobs {
+        match read_file(&mut job, &mut reader, repo, dedup, &blobs, progress, warn) {
+            Ok(()) => {
+                progress.files_done.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Some(job.node));
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return,
+            Err(e) => {
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                warn(&job.path, &format!("not backed up: {e}"));
+                let _ = job.reply.send(None);
+            }
+        }
+    }
+}
+
+/// Runs a backup and writes its snapshot. Paths that cannot be read are reported through
+/// `warn`, counted in the summary's `errors`, and left out.
+pub fn run(
+    repo: &Repository<Indexed>,
+    opts: &BackupOptions,
+    progress: &Progress,
+    warn: &Warn<'_>,
+) -> Result<BackupOutcome, BackupError> {
+    let start = Utc::now();
+    let paths = prepare_paths(&opts.paths)?;
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let single_dir = paths.len() == 1 && paths[0].is_dir();
+    let parent = find_parent(repo, opts, &path_strings)?;
+    let settings = walk::WalkSettings {
+        paths: paths.clone(),
+        excludes: opts.excludes.clone(),
+        one_file_system: opts.one_file_system,
+    };
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.workers
+    };
+    let level = repo.config().compression;
+    let dedup = Dedup::new(repo.index());
+
+    let (walk_tx, walk_rx) = bounded(1024);
+    let (job_tx, job_rx) = bounded::<FileJob>(workers * 4);
+    let (dir_tx, dir_rx) = bounded(256);
+    let (blob_tx, blob_rx) = bounded(workers * 4);
+    let stop_scan = AtomicBool::new(false);
+
+    let (root, root_node, pack_result) = std::thread::scope(|s| {
+        if opts.scan {
+            let settings = settings.clone();
+            let stop = &stop_scan;
+            s.spawn(move || {
+                if !stop.load(Ordering::Relaxed) {
+                    walk::scan_totals(&settings, progress)
+                }
+            });
+        }
+        let settings = &settings;
+        s.spawn(move || walk::walk(settings, &walk_tx));
+        for _ in 0..workers {
+            let (jobs, blobs, dedup) = (job_rx.clone(), blob_tx.clone(), &dedup);
+            s.spawn(move || file_worker(jobs, repo, dedup, blobs, progress, warn));
+        }
+        drop(job_rx);
+        let tree_blobs = blob_tx.clone();
+        let dedup_ref = &dedup;
+        let tree_stage =
+            s.spawn(move || tree::run(dir_rx, repo.key(), dedup_ref, tree_blobs, level, progress));
+        drop(blob_tx);
+        let packer = s.spawn(move || pack::run(repo, blob_rx, progress));
+
+        let parent_root = parent.as_ref().map(|(_, snap)| snap.tree);
+        let mut archiver = Archiver::new(
+            repo,
+            opts.change,
+            progress,
+            warn,
+            job_tx,
+            dir_tx,
+            single_dir,
+            parent_root,
+        );
+        let mut stopped = false;
+        for ev in walk_rx {
+            if archiver.handle(ev).is_err() {
+                stopped = true;
+                break;
+            }
+        }
+        let root_node = archiver.root_node.take();
+        let root_rx = if stopped {
+            None
+        } else {
+            archiver.finish().ok()
+        };
+        let root = root_rx.and_then(|rx| rx.recv().ok());
+        stop_scan.store(true, Ordering::Relaxed);
+        let _ = tree_stage.join();
+        let pack_result = packer.join().unwrap_or_else(|_| {
+            Err(RepoError::Corrupt {
+                object: "pack stage".into(),
+                reason: "panicked".into(),
+            })
+        });
+        (root, root_node, pack_result)
+    });
+    pack_result?;
+    let tree = root.ok_or(BackupError::NothingRead)?;
+    let summary = summarize(progress, start);
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or(start),
+        hostname: opts.hostname.clone(),
+        username: cairn_repo_format::key::username(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        labels: opts.labels.clone(),
+        tree,
+        root: root_node.map(strip_root),
+        parent: parent.map(|(id, _)| id),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome { id, snapshot })
+}
+
+fn strip_root(mut n: Node) -> Node {
+    n.content = None;
+    n.subtree = None;
+    n
+}
+
+fn summarize(p: &Progress, start: DateTime<Utc>) -> Summary {
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Summary {
+        backup_start: Some(start),
+        backup_end: Some(Utc::now()),
+        files_new: g(&p.files_new),
+        files_changed: g(&p.files_changed),
+        files_unmodified: g(&p.files_unmodified),
+        dirs_new: g(&p.dirs_new),
+        dirs_changed: g(&p.dirs_changed),
+        dirs_unmodified: g(&p.dirs_unmodified),
+        bytes_read: g(&p.bytes_read),
+        bytes_total: g(&p.bytes_total),
+        data_blobs: g(&p.data_blobs),
+        tree_blobs: g(&p.tree_blobs),
+        data_added: g(&p.data_added),
+        data_added_packed: g(&p.data_added_packed),
+        errors: g(&p.errors),
+    }
+}

@@ -1,0 +1,44 @@
+//! Seal stage: deduplication and sealing. [`Dedup::claim`] decides, across all threads, which
+//! caller stores a blob that is neither in the index nor already on its way; the winner
+//! compresses and encrypts it ([`cairn_repo_format::blob::seal_blob`]) and sends it to the pack
+//! stage.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use cairn_repo_format::blob::{SealedBlob, seal_blob};
+use cairn_repo_format::crypto::MasterKey;
+use cairn_repo_format::index::Index;
+use cairn_repo_format::{BlobType, Id};
+
+/// The set of blobs stored before this backup (the index) or during it.
+pub struct Dedup<'a> {
+    index: &'a Index,
+    new: Mutex<HashSet<(BlobType, Id)>>,
+}
+
+impl<'a> Dedup<'a> {
+    /// Deduplicates against `index`.
+    pub fn new(index: &'a Index) -> Self {
+        Dedup {
+            index,
+            new: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// True exactly once per blob not yet stored: the caller must then store it.
+    pub fn claim(&self, ty: BlobType, id: &Id) -> bool {
+        if self.index.contains(ty, id) {
+            return false;
+        }
+        self.new
+            .lock()
+            .expect("dedup set poisoned")
+            .insert((ty, *id))
+    }
+}
+
+/// Seals a claimed blob for the pack stage.
+pub fn seal(key: &MasterKey, ty: BlobType, id: Id, plaintext: &[u8], level: i32) -> SealedBlob {
+    seal_blob(key, ty, id, plaintext, level)
+}

@@ -1,0 +1,146 @@
+//! `cairn backup`: flags → [`BackupOptions`], run, print the summary.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cairn_agent::backup::{self, BackupOptions, ChangeRules, ParentChoice, Progress};
+use cairn_agent::filter::Patterns;
+use cairn_agent::select;
+
+use super::args::BackupArgs;
+use super::progress::Display;
+use super::{Ctx, Out, Outcome, bytes, parse_label};
+
+fn options(
+    a: &BackupArgs,
+    repo: &cairn_repo_format::Repository<cairn_repo_format::Indexed>,
+) -> Result<BackupOptions> {
+    let mut patterns = a.excludes.clone();
+    for f in &a.exclude_files {
+        patterns.extend(
+            Patterns::from_file(f)
+                .with_context(|| format!("cannot read exclude file {}", f.display()))?,
+        );
+    }
+    let parent = match (&a.parent, a.force) {
+        (_, true) => ParentChoice::None,
+        (Some(spec), false) => {
+            ParentChoice::Snapshot(select::resolve(repo, spec, &Default::default())?.0)
+        }
+        (None, false) => ParentChoice::Latest,
+    };
+    let time = a
+        .time
+        .as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.to_utc())
+                .with_context(|| {
+                    format!("--time {t:?} is not an RFC 3339 time like 2026-01-31T12:00:00Z")
+                })
+        })
+        .transpose()?;
+    Ok(BackupOptions {
+        paths: a.paths.clone(),
+        hostname: a
+            .host
+            .clone()
+            .unwrap_or_else(cairn_repo_format::key::hostname),
+        tags: a
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        labels: a
+            .labels
+            .iter()
+            .map(|l| parse_label(l))
+            .collect::<Result<_>>()?,
+        excludes: Patterns::new(&patterns)?,
+        one_file_system: a.one_file_system,
+        parent,
+        change: ChangeRules {
+            ignore_inode: a.ignore_inode,
+            ignore_ctime: a.ignore_ctime,
+        },
+        time,
+        workers: a.workers,
+        scan: false,
+    })
+}
+
+pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
+    // Check the paths before touching the repository, so a typo costs nothing.
+    for p in &a.paths {
+        std::fs::symlink_metadata(p).with_context(|| {
+            format!(
+                "backup path {} does not exist or cannot be read",
+                p.display()
+            )
+        })?;
+    }
+    let repo = ctx.open_indexed()?;
+    let mut opts = options(&a, &repo)?;
+    let show = out.progress();
+    opts.scan = show;
+    let progress = Arc::new(Progress::default());
+    let display = Display::backup(progress.clone(), show);
+    let json = out.json;
+    let warn = |path: &Path, msg: &str| {
+        if json {
+            eprintln!(
+                "{}",
+                serde_json::json!({"message_type": "error", "path": path, "error": msg})
+            );
+        } else {
+            eprintln!("warning: {}: {msg}", path.display());
+        }
+    };
+    let result = backup::run(&repo, &opts, &progress, &warn);
+    drop(display);
+    let done = result?;
+    let s = &done.snapshot.summary;
+    if out.json {
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "summary", "snapshot_id": done.id, "summary": s, "parent": done.snapshot.parent})
+        );
+    } else {
+        if let Some(p) = done.snapshot.parent {
+            out.info(format!("using parent snapshot {}", p.short()));
+        }
+        out.info(format!(
+            "Files:       {} new, {} changed, {} unmodified",
+            s.files_new, s.files_changed, s.files_unmodified
+        ));
+        out.info(format!(
+            "Dirs:        {} new, {} changed, {} unmodified",
+            s.dirs_new, s.dirs_changed, s.dirs_unmodified
+        ));
+        out.info(format!(
+            "Added to the repository: {} ({} stored)",
+            bytes(s.data_added),
+            bytes(s.data_added_packed)
+        ));
+        out.info(format!(
+            "processed {} in {} files",
+            bytes(s.bytes_total),
+            s.files_new + s.files_changed + s.files_unmodified
+        ));
+        out.info(format!("snapshot {} saved", done.id.short()));
+        if out.verbose > 0 {
+            out.info(serde_json::to_string_pretty(s)?);
+        }
+    }
+    if s.errors > 0 {
+        eprintln!(
+            "warning: {} files or directories could not be read; the snapshot is incomplete",
+            s.errors
+        );
+        return Ok(Outcome::Partial);
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,195 @@
+//! The `cairn` command's glue: opening the repository from flags and environment, the
+//! password, one module per command, output helpers, and the error → exit code mapping.
+
+pub mod args;
+mod backup;
+mod cat;
+mod init;
+mod ls;
+mod progress;
+mod restore;
+mod snapshots;
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result, anyhow, bail};
+use cairn_agent::location::{Location, LocationError};
+use cairn_agent::select::SnapshotFilter;
+use cairn_repo_format::{BackendError, Indexed, Opened, RepoError, Repository};
+
+use args::{Cli, Command, FilterArgs};
+
+/// How a successful command ended.
+pub enum Outcome {
+    /// Everything worked.
+    Success,
+    /// A snapshot was written but some files could not be read (exit 3).
+    Partial,
+}
+
+/// Output settings shared by all commands.
+pub struct Out {
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+impl Out {
+    /// Progress displays only on a terminal, and never with --json or --quiet.
+    pub fn progress(&self) -> bool {
+        !self.json && !self.quiet && std::io::stderr().is_terminal()
+    }
+
+    /// Prints an informational line (not with --json or --quiet).
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        if !self.json && !self.quiet {
+            println!("{msg}");
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<Outcome> {
+    let out = Out {
+        json: cli.json,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    let ctx = Ctx {
+        repo: cli.repo,
+        password_file: cli.password_file,
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, &out, a),
+        Command::Backup(a) => backup::run(&ctx, &out, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, &out, a),
+        Command::Restore(a) => restore::run(&ctx, &out, a),
+        Command::Ls(a) => ls::run(&ctx, &out, a),
+        Command::Cat(a) => cat::run(&ctx, &out, a),
+    }
+}
+
+/// The exit code for an error: 10 no repository, 12 wrong password, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
+            match r {
+                RepoError::NotFound { .. } => return 10,
+                RepoError::WrongPassword { .. } => return 12,
+                _ => {}
+            }
+        }
+    }
+    1
+}
+
+/// Where the repository and password come from.
+pub struct Ctx {
+    repo: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+}
+
+impl Ctx {
+    fn location(&self) -> Result<Location> {
+        Ok(Location::parse(self.repo.as_deref().unwrap_or(""))?)
+    }
+
+    /// The password: --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD, or a prompt.
+    fn password(&self, confirm: bool) -> Result<String> {
+        if let Some(f) = &self.password_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read password file {}", f.display()))?;
+            let pw = text.lines().next().unwrap_or("").to_string();
+            if pw.is_empty() {
+                bail!("password file {} is empty", f.display());
+            }
+            return Ok(pw);
+        }
+        if let Ok(pw) = std::env::var("CAIRN_PASSWORD") {
+            if pw.is_empty() {
+                bail!("CAIRN_PASSWORD is set but empty");
+            }
+            return Ok(pw);
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or pass --password-file"
+            );
+        }
+        let pw = rpassword::prompt_password("enter password for repository: ")?;
+        if confirm {
+            let again = rpassword::prompt_password("enter password again: ")?;
+            if again != pw {
+                bail!("passwords do not match");
+            }
+        }
+        if pw.is_empty() {
+            bail!("empty password refused");
+        }
+        Ok(pw)
+    }
+
+    /// Opens the repository (keys and config).
+    pub fn open(&self) -> Result<Repository<Opened>> {
+        let loc = self.location()?;
+        let backend = match loc.open(false) {
+            Ok(b) => b,
+            Err(LocationError::Backend(BackendError::NotFound { path })) => {
+                return Err(RepoError::NotFound { location: path }.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pw = self.password(false)?;
+        Ok(Repository::open(backend, pw.as_bytes())?)
+    }
+
+    /// Opens the repository and loads its index.
+    pub fn open_indexed(&self) -> Result<Repository<Indexed>> {
+        Ok(self.open()?.load_index()?)
+    }
+}
+
+/// Parses `key=value`.
+pub fn parse_label(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(anyhow!("label {s:?} is not KEY=VALUE")),
+    }
+}
+
+impl FilterArgs {
+    /// The engine's filter.
+    pub fn to_filter(&self) -> Result<SnapshotFilter> {
+        Ok(SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self
+                .tags
+                .iter()
+                .flat_map(|t| t.split(','))
+                .map(str::to_string)
+                .collect(),
+            labels: self
+                .labels
+                .iter()
+                .map(|l| parse_label(l))
+                .collect::<Result<_>>()?,
+            paths: self.paths.clone(),
+        })
+    }
+}
+
+/// Human-readable byte count.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.3} {}", UNITS[u])
+    }
+}

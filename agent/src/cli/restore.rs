@@ -1,0 +1,73 @@
+//! `cairn restore SNAPSHOT[:SUBPATH] --target DIR`.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use cairn_agent::filter::Patterns;
+use cairn_agent::restore::{self, RestoreOptions, RestoreProgress};
+use cairn_agent::select;
+
+use super::args::RestoreArgs;
+use super::{Ctx, Out, Outcome, bytes};
+
+pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
+    let (spec, subpath) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s, Some(p.to_string())),
+        None => (a.snapshot.as_str(), None),
+    };
+    let include = Patterns::new(&a.includes)?;
+    let exclude = Patterns::new(&a.excludes)?;
+    let repo = ctx.open_indexed()?;
+    let (id, snap) = select::resolve(&repo, spec, &a.filter.to_filter()?)?;
+    out.info(format!(
+        "restoring snapshot {} of {} at {} to {}",
+        id.short(),
+        snap.paths.join(" "),
+        snap.time,
+        a.target.display()
+    ));
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        subpath,
+        include,
+        exclude,
+        verify: a.verify,
+    };
+    let progress = RestoreProgress::default();
+    let json = out.json;
+    let mut report = |rel: &Path, msg: &str| {
+        if json {
+            eprintln!(
+                "{}",
+                serde_json::json!({"message_type": "error", "path": rel, "error": msg})
+            );
+        } else {
+            eprintln!("error: {}: {msg}", rel.display());
+        }
+    };
+    restore::run(&repo, &snap, &opts, &progress, &mut report)?;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let errors = g(&progress.errors);
+    if out.json {
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "summary", "snapshot_id": id, "files_restored": g(&progress.files),
+                "dirs_restored": g(&progress.dirs), "bytes_restored": g(&progress.bytes), "errors": errors,
+                "files_verified": g(&progress.verified)})
+        );
+    } else {
+        out.info(format!(
+            "restored {} files, {} dirs, {}",
+            g(&progress.files),
+            g(&progress.dirs),
+            bytes(g(&progress.bytes))
+        ));
+        if a.verify {
+            out.info(format!("verified {} files", g(&progress.verified)));
+        }
+    }
+    if errors > 0 {
+        bail!("{errors} errors during restore; see the messages above");
+    }
+    Ok(Outcome::Success)
+}

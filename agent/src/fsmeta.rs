@@ -1,0 +1,194 @@
+//! File-system metadata ⇄ tree nodes: reading a node's full metadata from an `lstat` (plus
+//! xattrs and owner names), and applying it back on restore (ownership, mode, xattrs, times, in
+//! the order that keeps setuid bits).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use cairn_repo_format::tree::{ExtendedAttribute, Node, NodeType, RawBytes};
+use chrono::{DateTime, Utc};
+
+fn time(sec: i64, nsec: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(sec, nsec.clamp(0, 999_999_999) as u32).unwrap_or_default()
+}
+
+/// Caches uid → user name and gid → group name lookups.
+#[derive(Default)]
+pub struct OwnerNames {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+impl OwnerNames {
+    fn user(&mut self, uid: u32) -> String {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+
+    fn group(&mut self, gid: u32) -> String {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+/// The node type of an `lstat` result.
+pub fn node_type(meta: &Metadata) -> NodeType {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        NodeType::Symlink
+    } else if ft.is_dir() {
+        NodeType::Dir
+    } else if ft.is_file() {
+        NodeType::File
+    } else if ft.is_char_device() {
+        NodeType::Chardev
+    } else if ft.is_block_device() {
+        NodeType::Blockdev
+    } else if ft.is_fifo() {
+        NodeType::Fifo
+    } else {
+        NodeType::Socket
+    }
+}
+
+/// Builds a node (without content or subtree) for `path`, whose `lstat` is `meta`. Reading
+/// xattrs or the link target can fail; the error is returned so the caller can report it.
+pub fn node_from_metadata(
+    path: &Path,
+    name: &[u8],
+    meta: &Metadata,
+    owners: &mut OwnerNames,
+) -> io::Result<Node> {
+    let kind = node_type(meta);
+    let linktarget = match kind {
+        NodeType::Symlink => Some(RawBytes(
+            std::fs::read_link(path)?
+                .into_os_string()
+                .into_encoded_bytes(),
+        )),
+        _ => None,
+    };
+    Ok(Node {
+        name: RawBytes(name.to_vec()),
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: owners.user(meta.uid()),
+        group: owners.group(meta.gid()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+        atime: time(meta.atime(), meta.atime_nsec()),
+        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        size: if kind == NodeType::File {
+            meta.size()
+        } else {
+            0
+        },
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: meta.nlink(),
+        rdev: if matches!(kind, NodeType::Chardev | NodeType::Blockdev) {
+            meta.rdev()
+        } else {
+            0
+        },
+        linktarget,
+        xattrs: read_xattrs(path)?,
+        content: None,
+        subtree: None,
+    })
+}
+
+/// Extended attributes of `path` (not following symlinks), sorted by name. File systems without
+/// xattr support yield none.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<ExtendedAttribute>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(value) = xattr::get(path, &name)? {
+            out.push(ExtendedAttribute {
+                name: RawBytes(name.as_bytes().to_vec()),
+                value: RawBytes(value),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOTSUP) || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// Whether this process may set ownership (restic restores owners only as root).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Applies a node's metadata to the object at `path` (already created, not followed if it is a
+/// symlink): owner (as root), then mode (after chown, which clears setuid), xattrs, and times
+/// last. Returns the first error; the caller reports it and goes on.
+pub fn apply_metadata(path: &Path, node: &Node, as_root: bool) -> io::Result<()> {
+    let mut first_err: Option<io::Error> = None;
+    let mut note = |r: io::Result<()>| {
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    };
+    if as_root {
+        note(std::os::unix::fs::lchown(
+            path,
+            Some(node.uid),
+            Some(node.gid),
+        ));
+    }
+    if node.kind != NodeType::Symlink {
+        note(std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(node.mode),
+        ));
+    }
+    for x in &node.xattrs {
+        let r = xattr::set(path, OsStr::from_bytes(&x.name.0), &x.value.0);
+        match r {
+            // Symlinks cannot carry user.* xattrs on Linux; security.* may need privileges.
+            Err(e) if is_unsupported(&e) || e.raw_os_error() == Some(libc::EPERM) => {}
+            r => note(r),
+        }
+    }
+    let ts = |t: &DateTime<Utc>| {
+        filetime::FileTime::from_unix_time(t.timestamp(), t.timestamp_subsec_nanos())
+    };
+    note(filetime::set_symlink_file_times(
+        path,
+        ts(&node.atime),
+        ts(&node.mtime),
+    ));
+    first_err.map_or(Ok(()), Err)
+}

@@ -1,0 +1,31 @@
+//! Fetch stage: gets a blob's sealed bytes from its pack with one ranged read.
+
+use bytes::Bytes;
+use cairn_repo_format::index::BlobLocation;
+use cairn_repo_format::{BlobType, FileKind, Id, Indexed, RepoError, Repository};
+
+/// Where `id` is and its sealed bytes.
+pub fn fetch(
+    repo: &Repository<Indexed>,
+    ty: BlobType,
+    id: &Id,
+) -> Result<(BlobLocation, Bytes), RepoError> {
+    let loc = repo.locate(ty, id)?;
+    let e = &loc.entry;
+    let range = e.offset as u64..e.offset as u64 + e.length as u64;
+    let bytes = repo
+        .backend()
+        .get(&FileKind::Pack.path(&loc.pack), Some(range))?;
+    if bytes.len() != e.length as usize {
+        return Err(RepoError::Corrupt {
+            object: format!(
+                "{} ({} blob {})",
+                FileKind::Pack.path(&loc.pack),
+                ty.name(),
+                id
+            ),
+            reason: format!("truncated: read {} of {} bytes", bytes.len(), e.length),
+        });
+    }
+    Ok((loc, bytes))
+}

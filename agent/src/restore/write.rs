@@ -1,0 +1,205 @@
+//! Write stage: creates entries inside the target without ever leaving it. Every path is the
+//! target joined with names that the plan checked (no `..`, no `/`); every existing component
+//! on the way is checked with `lstat` and must be a real directory, so a symlink already in the
+//! target is never followed; files are created with `O_EXCL | O_NOFOLLOW` after removing what
+//! was there. File content is written at offsets, skipping all-zero chunks, so sparse files
+//! stay sparse.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use cairn_repo_format::tree::{Node, NodeType};
+
+/// Creates entries below one target directory.
+pub struct Writer {
+    target: PathBuf,
+    /// (device, inode) of restored multiply-linked files → where the first one went.
+    hardlinks: HashMap<(u64, u64), PathBuf>,
+}
+
+fn err(path: &Path, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {what}: {e}", path.display()))
+}
+
+impl Writer {
+    /// A writer into `target`, which is created if missing.
+    pub fn new(target: &Path) -> io::Result<Writer> {
+        std::fs::create_dir_all(target).map_err(|e| err(target, "cannot create target", e))?;
+        let target = target
+            .canonicalize()
+            .map_err(|e| err(target, "cannot resolve target", e))?;
+        Ok(Writer {
+            target,
+            hardlinks: HashMap::new(),
+        })
+    }
+
+    /// The target directory.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Absolute path of `rel`, after checking that `rel` has only normal components.
+    pub fn path_of(&self, rel: &Path) -> io::Result<PathBuf> {
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing path {}", rel.display()),
+            ));
+        }
+        Ok(self.target.join(rel))
+    }
+
+    /// Makes sure every directory on the way to `rel` exists and is a real directory.
+    fn ensure_parents(&self, rel: &Path) -> io::Result<()> {
+        let mut p = self.target.clone();
+        if let Some(parent) = rel.parent() {
+            for c in parent.components() {
+                p.push(c);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        std::fs::remove_file(&p).map_err(|e| err(&p, "cannot replace", e))?;
+                        mkdir(&p)?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir(&p)?,
+                    Err(e) => return Err(err(&p, "cannot inspect", e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a non-directory at `path` so it can be created anew; a directory there is an
+    /// error for a non-directory entry.
+    fn clear(&self, path: &Path) -> io::Result<()> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{}: a directory is in the way; remove it or restore elsewhere",
+                    path.display()
+                ),
+            )),
+            Ok(_) => std::fs::remove_file(path).map_err(|e| err(path, "cannot replace", e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(path, "cannot inspect", e)),
+        }
+    }
+
+    /// Creates (or reuses) the directory at `rel`.
+    pub fn dir(&self, rel: &Path) -> io::Result<PathBuf> {
+        let path = self.path_of(rel)?;
+        self.ensure_parents(rel)?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                std::fs::remove_file(&path).map_err(|e| err(&path, "cannot replace", e))?;
+                mkdir(&path)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir(&path)?,
+            Err(e) => return Err(err(&path, "cannot inspect", e)),
+        }
+        Ok(path)
+    }
+
+    /// If `node` is a file already restored under another name in this run, links it there
+    /// and returns true.
+    pub fn try_hardlink(&mut self, rel: &Path, node: &Node) -> io::Result<bool> {
+        if node.kind != NodeType::File || node.links < 2 || node.inode == 0 {
+            return Ok(false);
+        }
+        let Some(first) = self.hardlinks.get(&(node.device, node.inode)) else {
+            return Ok(false);
+        };
+        let path = self.path_of(rel)?;
+        self.ensure_parents(rel)?;
+        self.clear(&path)?;
+        std::fs::hard_link(first, &path).map_err(|e| err(&path, "cannot link", e))?;
+        Ok(true)
+    }
+
+    /// Remembers a restored multiply-linked file.
+    pub fn record_hardlink(&mut self, path: &Path, node: &Node) {
+        if node.kind == NodeType::File && node.links >= 2 && node.inode != 0 {
+            self.hardlinks
+                .entry((node.device, node.inode))
+                .or_insert_with(|| path.to_path_buf());
+        }
+    }
+
+    /// Creates a new, empty regular file at `rel`.
+    pub fn create_file(&self, rel: &Path) -> io::Result<(PathBuf, File)> {
+        let path = self.path_of(rel)?;
+        self.ensure_parents(rel)?;
+        self.clear(&path)?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| err(&path, "cannot create", e))?;
+        Ok((path, f))
+    }
+
+    /// Creates a symlink, fifo or device node at `rel`. Sockets are skipped (returns `None`).
+    pub fn special(&self, rel: &Path, node: &Node) -> io::Result<Option<PathBuf>> {
+        let path = self.path_of(rel)?;
+        self.ensure_parents(rel)?;
+        self.clear(&path)?;
+        let r = match node.kind {
+            NodeType::Symlink => {
+                let t = node
+                    .linktarget
+                    .as_ref()
+                    .map(|t| t.0.as_slice())
+                    .unwrap_or_default();
+                std::os::unix::fs::symlink(OsStr::from_bytes(t), &path)
+            }
+            NodeType::Fifo => {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(io::Error::from)
+            }
+            NodeType::Chardev | NodeType::Blockdev => {
+                let kind = if node.kind == NodeType::Chardev {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                nix::sys::stat::mknod(
+                    &path,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    node.rdev as _,
+                )
+                .map_err(io::Error::from)
+            }
+            NodeType::Socket => return Ok(None),
+            NodeType::File | NodeType::Dir => unreachable!("not a special file"),
+        };
+        r.map_err(|e| err(&path, "cannot create", e))?;
+        Ok(Some(path))
+    }
+}
+
+fn mkdir(p: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(p)
+        .map_err(|e| err(p, "cannot create directory", e))
+}
+
+/// Writes one chunk at `offset` unless it is all zeros (left as a hole).
+pub fn write_chunk(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    if data.iter().all(|&b| b == 0) {
+        return Ok(());
+    }
+    f.write_all_at(data, offset)
+}

@@ -1,0 +1,120 @@
+//! Choosing snapshots: the filters shared by `snapshots`, `restore`, `ls` and parent selection
+//! (host, tag, label, path), and resolving `latest` or an id prefix to one snapshot.
+
+use cairn_repo_format::snapshot::Snapshot;
+use cairn_repo_format::{Id, RepoError, Repository};
+
+/// Snapshot filters; an empty list matches everything.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFilter {
+    /// Any of these hosts.
+    pub hosts: Vec<String>,
+    /// Each of these tags.
+    pub tags: Vec<String>,
+    /// Each of these `key=value` labels.
+    pub labels: Vec<(String, String)>,
+    /// Exactly these paths (in any order).
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` passes.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+            && (self.paths.is_empty() || {
+                let mut a = self.paths.clone();
+                let mut b = s.paths.clone();
+                a.sort();
+                b.sort();
+                a == b
+            })
+    }
+}
+
+/// Why a snapshot could not be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// Nothing matched.
+    #[error("no snapshot matches {spec:?}{hint}")]
+    NoMatch {
+        /// What was asked for.
+        spec: String,
+        /// Filter hint.
+        hint: String,
+    },
+    /// A prefix matched several.
+    #[error("snapshot id prefix {0:?} is ambiguous; give more digits")]
+    Ambiguous(String),
+    /// Not `latest` and not hex.
+    #[error("{0:?} is not a snapshot id: use `latest` or an id (prefix) from `cairn snapshots`")]
+    Invalid(String),
+    /// Repository failure.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// Every snapshot passing `filter`, oldest first.
+pub fn list<S>(
+    repo: &Repository<S>,
+    filter: &SnapshotFilter,
+) -> Result<Vec<(Id, Snapshot)>, RepoError> {
+    let mut out = Vec::new();
+    for id in repo.snapshot_ids()? {
+        let snap = repo.load_snapshot(&id)?;
+        if filter.matches(&snap) {
+            out.push((id, snap));
+        }
+    }
+    out.sort_by(|a, b| (a.1.time, a.0).cmp(&(b.1.time, b.0)));
+    Ok(out)
+}
+
+/// The newest snapshot passing `filter`.
+pub fn latest_matching<S>(
+    repo: &Repository<S>,
+    filter: &SnapshotFilter,
+) -> Result<Option<(Id, Snapshot)>, RepoError> {
+    Ok(list(repo, filter)?.pop())
+}
+
+/// Resolves `latest` (within `filter`) or a unique id prefix.
+pub fn resolve<S>(
+    repo: &Repository<S>,
+    spec: &str,
+    filter: &SnapshotFilter,
+) -> Result<(Id, Snapshot), SelectError> {
+    if spec == "latest" {
+        let hint = if filter.hosts.is_empty()
+            && filter.tags.is_empty()
+            && filter.labels.is_empty()
+            && filter.paths.is_empty()
+        {
+            " (the repository has no snapshots)".to_string()
+        } else {
+            format!(" with filters {filter:?}")
+        };
+        return latest_matching(repo, filter)?.ok_or(SelectError::NoMatch {
+            spec: spec.into(),
+            hint,
+        });
+    }
+    let lower = spec.to_ascii_lowercase();
+    if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SelectError::Invalid(spec.into()));
+    }
+    let matches: Vec<Id> = repo
+        .snapshot_ids()?
+        .into_iter()
+        .filter(|id| id.to_hex().starts_with(&lower))
+        .collect();
+    match matches.as_slice() {
+        [] => Err(SelectError::NoMatch {
+            spec: spec.into(),
+            hint: String::new(),
+        }),
+        [id] => Ok((*id, repo.load_snapshot(id)?)),
+        _ => Err(SelectError::Ambiguous(spec.into())),
+    }
+}
