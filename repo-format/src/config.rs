@@ -11,11 +11,11 @@ use crate::id::Id;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Default chunk sizes (see docs/design.md, "Chunker parameters", for the measurement).
-pub const DEFAULT_CHUNK_MIN: u32 = 512 * 1024;
+pub const DEFAULT_CHUNK_MIN: u32 = 128 * 1024;
 /// Default average chunk size.
-pub const DEFAULT_CHUNK_AVG: u32 = 1024 * 1024;
+pub const DEFAULT_CHUNK_AVG: u32 = 512 * 1024;
 /// Default largest chunk.
-pub const DEFAULT_CHUNK_MAX: u32 = 8 * 1024 * 1024;
+pub const DEFAULT_CHUNK_MAX: u32 = 4 * 1024 * 1024;
 /// Default target pack size.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 /// Default zstd level.

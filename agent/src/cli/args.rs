@@ -55,7 +55,7 @@ pub struct InitArgs {
     /// Target pack size in MiB.
     #[arg(long, default_value_t = 16)]
     pub pack_size: u32,
-    /// Chunk sizes in bytes as MIN,AVG,MAX (even numbers; default 524288,1048576,8388608).
+    /// Chunk sizes in bytes as MIN,AVG,MAX (even numbers; default 131072,524288,4194304).
     #[arg(long, value_name = "MIN,AVG,MAX")]
     pub chunk_sizes: Option<String>,
     /// Argon2id memory in KiB for the key (default 65536).
