@@ -27,7 +27,9 @@ fn input() -> Vec<u8> {
     for dir in ["/usr/include", "/usr/share/doc"] {
         let mut stack = vec![std::path::PathBuf::from(dir)];
         while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
             let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
             entries.sort();
             for p in entries {
@@ -53,7 +55,13 @@ fn input() -> Vec<u8> {
 fn stages(c: &mut Criterion) {
     let data = input();
     let key = MasterKey::generate();
-    let chunker = Chunker::new(&ChunkerParams { min: 512 << 10, avg: 1 << 20, max: 8 << 20, seed: 7 }).unwrap();
+    let chunker = Chunker::new(&ChunkerParams {
+        min: 512 << 10,
+        avg: 1 << 20,
+        max: 8 << 20,
+        seed: 7,
+    })
+    .unwrap();
     let lens = chunker.chunk_lengths(&data);
     let chunks: Vec<&[u8]> = {
         let mut off = 0;
@@ -67,10 +75,28 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("stage");
     g.throughput(Throughput::Bytes(LEN as u64));
     g.sample_size(10);
-    g.bench_function("chunk", |b| b.iter(|| black_box(chunker.chunk_lengths(black_box(&data)))));
-    g.bench_function("hash", |b| b.iter(|| chunks.iter().map(|c| key.blob_id(c)).count()));
-    g.bench_function("compress", |b| b.iter(|| chunks.iter().filter_map(|c| compress::compress(c, 3)).count()));
-    g.bench_function("seal", |b| b.iter(|| chunks.iter().map(|c| key.seal(b"x", c).len()).sum::<usize>()));
+    g.bench_function("chunk", |b| {
+        b.iter(|| black_box(chunker.chunk_lengths(black_box(&data))))
+    });
+    g.bench_function("hash", |b| {
+        b.iter(|| chunks.iter().map(|c| key.blob_id(c)).count())
+    });
+    g.bench_function("compress", |b| {
+        b.iter(|| {
+            chunks
+                .iter()
+                .filter_map(|c| compress::compress(c, 3))
+                .count()
+        })
+    });
+    g.bench_function("seal", |b| {
+        b.iter(|| {
+            chunks
+                .iter()
+                .map(|c| key.seal(b"x", c).len())
+                .sum::<usize>()
+        })
+    });
     g.bench_function("pipeline", |b| {
         b.iter(|| {
             let mut pack = PackBuilder::default();

@@ -69,3 +69,80 @@ pub fn changed_while_reading(before: &std::fs::Metadata, after: &std::fs::Metada
         || before.ctime() != after.ctime()
         || before.ctime_nsec() != after.ctime_nsec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_repo_format::Id;
+    use cairn_repo_format::compress::Compression;
+    use cairn_repo_format::index::IndexBuilder;
+    use cairn_repo_format::pack::PackEntry;
+    use cairn_repo_format::tree::RawBytes;
+
+    fn node(size: u64, mtime_ns: u32, inode: u64) -> Node {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, mtime_ns).unwrap();
+        Node {
+            name: RawBytes(b"f".to_vec()),
+            kind: NodeType::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            mtime: t,
+            atime: t,
+            ctime: t,
+            size,
+            inode,
+            device: 1,
+            links: 1,
+            rdev: 0,
+            linktarget: None,
+            xattrs: vec![],
+            content: None,
+            subtree: None,
+        }
+    }
+
+    #[test]
+    fn change_detection_rules() {
+        let blob = Id([1; 32]);
+        let mut b = IndexBuilder::default();
+        let e = PackEntry {
+            ty: BlobType::Data,
+            compression: Compression::None,
+            id: blob,
+            offset: 0,
+            length: 1,
+            raw_length: 1,
+        };
+        b.add_pack(Id([9; 32]), &[e]);
+        let index = b.finish();
+        let mut old = node(10, 5, 42);
+        old.content = Some(vec![blob]);
+        let r = ChangeRules::default();
+        assert!(unchanged_content(&old, &node(10, 5, 42), r, &index).is_some());
+        assert!(
+            unchanged_content(&old, &node(11, 5, 42), r, &index).is_none(),
+            "size"
+        );
+        assert!(
+            unchanged_content(&old, &node(10, 6, 42), r, &index).is_none(),
+            "mtime nanoseconds"
+        );
+        assert!(
+            unchanged_content(&old, &node(10, 5, 43), r, &index).is_none(),
+            "inode"
+        );
+        let ignore = ChangeRules {
+            ignore_inode: true,
+            ignore_ctime: false,
+        };
+        assert!(unchanged_content(&old, &node(10, 5, 43), ignore, &index).is_some());
+        old.content = Some(vec![Id([2; 32])]);
+        assert!(
+            unchanged_content(&old, &node(10, 5, 42), r, &index).is_none(),
+            "blob no longer indexed"
+        );
+    }
+}

@@ -42,3 +42,29 @@ impl<'a> Dedup<'a> {
 pub fn seal(key: &MasterKey, ty: BlobType, id: Id, plaintext: &[u8], level: i32) -> SealedBlob {
     seal_blob(key, ty, id, plaintext, level)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_claim_wins_across_threads() {
+        let index = Index::default();
+        let dedup = Dedup::new(&index);
+        let id = Id([7; 32]);
+        let wins: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..100)
+                            .filter(|_| dedup.claim(BlobType::Data, &id))
+                            .count()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1);
+        assert!(dedup.claim(BlobType::Tree, &id), "types are separate");
+    }
+}

@@ -203,3 +203,70 @@ pub fn write_chunk(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
     }
     f.write_all_at(data, offset)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_paths_that_leave_the_target() {
+        let t = tempfile::tempdir().unwrap();
+        let w = Writer::new(t.path()).unwrap();
+        for bad in ["../x", "/etc/passwd", "a/../../x", "."] {
+            assert!(w.path_of(Path::new(bad)).is_err(), "{bad}");
+        }
+        assert!(w.path_of(Path::new("a/b")).is_ok());
+    }
+
+    #[test]
+    fn never_follows_symlinks_inside_the_target() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::os::unix::fs::symlink(outside.path(), target.join("dir")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f"), target.join("file")).unwrap();
+        let w = Writer::new(&target).unwrap();
+        // a file below a symlinked directory: the symlink is replaced by a real directory
+        let (p, f) = w.create_file(Path::new("dir/inner")).unwrap();
+        f.write_all_at(b"x", 0).unwrap();
+        assert!(
+            std::fs::symlink_metadata(target.join("dir"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(p, target.canonicalize().unwrap().join("dir/inner"));
+        // a file where a symlink stands: the link is replaced, its target untouched
+        let (_, f) = w.create_file(Path::new("file")).unwrap();
+        f.write_all_at(b"y", 0).unwrap();
+        assert!(
+            std::fs::symlink_metadata(target.join("file"))
+                .unwrap()
+                .is_file()
+        );
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+    }
+
+    #[test]
+    fn zero_chunks_become_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let w = Writer::new(t.path()).unwrap();
+        let (p, f) = w.create_file(Path::new("sparse")).unwrap();
+        let zeros = vec![0u8; 8 << 20];
+        write_chunk(&f, 0, &zeros).unwrap();
+        write_chunk(&f, 8 << 20, b"end").unwrap();
+        f.set_len((8 << 20) + 3).unwrap();
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!(m.len(), (8 << 20) + 3);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "holes kept: {} blocks",
+            m.blocks()
+        );
+    }
+}

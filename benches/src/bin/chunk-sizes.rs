@@ -23,7 +23,12 @@ const SETTINGS: [(u32, u32, u32); 5] = [
 type Chunks = HashMap<[u8; 32], u32>;
 
 fn chunk_tree(dir: &Path, p: (u32, u32, u32)) -> (Chunks, u64, u64, f64) {
-    let params = ChunkerParams { min: p.0, avg: p.1, max: p.2, seed: 0x5eed };
+    let params = ChunkerParams {
+        min: p.0,
+        avg: p.1,
+        max: p.2,
+        seed: 0x5eed,
+    };
     let mut reader = ChunkReader::new(Chunker::new(&params).expect("valid"), 1 << 20);
     let mut chunks = Chunks::new();
     let (mut count, mut total) = (0u64, 0u64);
@@ -46,7 +51,9 @@ fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
@@ -70,13 +77,21 @@ fn main() {
     if args[1] == "compare" {
         let bytes = std::fs::read(state).expect("state file from a scan run");
         for part in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            saved.push(part.chunks_exact(64).map(|h| {
-                let v = cairn_repo_format::id::hex_decode(std::str::from_utf8(h).expect("hex")).expect("hex");
-                v.try_into().expect("32 bytes")
-            }).collect());
+            saved.push(
+                part.chunks_exact(64)
+                    .map(|h| {
+                        let v =
+                            cairn_repo_format::id::hex_decode(std::str::from_utf8(h).expect("hex"))
+                                .expect("hex");
+                        v.try_into().expect("32 bytes")
+                    })
+                    .collect(),
+            );
         }
     }
-    println!("| min | avg | max | chunks | mean chunk | input | after dedup | chunking s | new after mutate |");
+    println!(
+        "| min | avg | max | chunks | mean chunk | input | after dedup | chunking s | new after mutate |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut out = Vec::new();
     for (i, p) in SETTINGS.iter().enumerate() {
@@ -85,13 +100,24 @@ fn main() {
         let new = if saved.is_empty() {
             "-".to_string()
         } else {
-            let n: u64 = chunks.iter().filter(|(h, _)| !saved[i].contains(*h)).map(|(_, &l)| l as u64).sum();
+            let n: u64 = chunks
+                .iter()
+                .filter(|(h, _)| !saved[i].contains(*h))
+                .map(|(_, &l)| l as u64)
+                .sum();
             format!("{:.1} MiB", n as f64 / 1048576.0)
         };
         println!(
             "| {} KiB | {} KiB | {} KiB | {} | {:.0} KiB | {:.1} MiB | {:.1} MiB | {:.2} | {} |",
-            p.0 >> 10, p.1 >> 10, p.2 >> 10, count, total as f64 / count.max(1) as f64 / 1024.0,
-            total as f64 / 1048576.0, unique as f64 / 1048576.0, secs, new
+            p.0 >> 10,
+            p.1 >> 10,
+            p.2 >> 10,
+            count,
+            total as f64 / count.max(1) as f64 / 1024.0,
+            total as f64 / 1048576.0,
+            unique as f64 / 1048576.0,
+            secs,
+            new
         );
         for h in chunks.keys() {
             out.extend_from_slice(cairn_repo_format::id::hex_encode(h).as_bytes());

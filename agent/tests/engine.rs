@@ -1,0 +1,221 @@
+//! The engine as a library: backup and restore called in-process (as the agent, the init
+//! container and the server will call them) against memory and failing backends.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use cairn_agent::backup::{self, BackupError, BackupOptions, Progress};
+use cairn_agent::restore::{self, RestoreOptions, RestoreProgress};
+use cairn_repo_format::backend::ObjectInfo;
+use cairn_repo_format::config::Config;
+use cairn_repo_format::key::KdfParams;
+use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend, Repository};
+
+const CHEAP: KdfParams = KdfParams {
+    m_cost: 64,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+fn small_config() -> Config {
+    Config::new((4096, 16384, 65536), 3, 256 << 10)
+}
+
+fn write_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    std::fs::write(dir.join("a/b/text"), "hello ".repeat(20_000)).unwrap();
+    let mut x = 1u64;
+    let random: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("random"), &random).unwrap();
+    std::fs::write(dir.join("copy-of-random"), &random).unwrap();
+    std::fs::write(dir.join("empty"), b"").unwrap();
+}
+
+fn opts(path: &Path) -> BackupOptions {
+    BackupOptions {
+        paths: vec![path.to_path_buf()],
+        hostname: "test".into(),
+        workers: 3,
+        ..Default::default()
+    }
+}
+
+fn no_warnings(p: &Path, m: &str) {
+    panic!("unexpected warning {}: {m}", p.display());
+}
+
+#[test]
+fn library_round_trip_with_change_detection() {
+    let src = tempfile::tempdir().unwrap();
+    write_tree(src.path());
+    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let repo = Repository::open(backend.clone(), b"pw")
+        .unwrap()
+        .load_index()
+        .unwrap();
+    let first = backup::run(&repo, &opts(src.path()), &Progress::default(), &no_warnings).unwrap();
+    let s = &first.snapshot.summary;
+    assert_eq!((s.files_new, s.files_unmodified), (4, 0));
+    assert!(s.data_blobs > 4, "small chunks split the files");
+    // the copy deduplicated: stored bytes are about one copy of the random file plus the text
+    assert!(
+        s.data_added < 300_000 + 120_000 + 10_000,
+        "added {}",
+        s.data_added
+    );
+
+    std::fs::write(src.path().join("a/b/text"), "changed").unwrap();
+    let repo = repo.into_opened().load_index().unwrap();
+    let second = backup::run(&repo, &opts(src.path()), &Progress::default(), &no_warnings).unwrap();
+    let s = &second.snapshot.summary;
+    assert_eq!(
+        (s.files_new, s.files_changed, s.files_unmodified),
+        (0, 1, 3)
+    );
+    assert_eq!(second.snapshot.parent, Some(first.id));
+
+    let out = tempfile::tempdir().unwrap();
+    let repo = repo.into_opened().load_index().unwrap();
+    let ropts = RestoreOptions {
+        target: out.path().to_path_buf(),
+        subpath: None,
+        include: Default::default(),
+        exclude: Default::default(),
+        verify: true,
+    };
+    let progress = RestoreProgress::default();
+    let mut report = |p: &Path, m: &str| panic!("restore problem {}: {m}", p.display());
+    restore::run(&repo, &second.snapshot, &ropts, &progress, &mut report).unwrap();
+    assert_eq!(
+        std::fs::read(out.path().join("a/b/text")).unwrap(),
+        b"changed"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("random")).unwrap(),
+        std::fs::read(src.path().join("random")).unwrap()
+    );
+    assert_eq!(progress.verified.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn same_tree_gives_same_snapshot_tree_every_run() {
+    let src = tempfile::tempdir().unwrap();
+    write_tree(src.path());
+    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let mut trees = Vec::new();
+    for workers in [1, 2, 5] {
+        let repo = Repository::open(backend.clone(), b"pw")
+            .unwrap()
+            .load_index()
+            .unwrap();
+        let mut o = opts(src.path());
+        o.workers = workers;
+        o.parent = backup::ParentChoice::None;
+        trees.push(
+            backup::run(&repo, &o, &Progress::default(), &no_warnings)
+                .unwrap()
+                .snapshot
+                .tree,
+        );
+    }
+    assert!(trees.windows(2).all(|w| w[0] == w[1]), "{trees:?}");
+}
+
+/// A backend whose puts into `data/` fail after `allowed` successes.
+struct FailingPuts {
+    inner: ObjectStoreBackend,
+    allowed: AtomicUsize,
+}
+
+impl Backend for FailingPuts {
+    fn location(&self) -> String {
+        "failing:".into()
+    }
+    fn list(&self, prefix: &str, f: &mut dyn FnMut(ObjectInfo)) -> Result<(), BackendError> {
+        self.inner.list(prefix, f)
+    }
+    fn head(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        self.inner.head(path)
+    }
+    fn get(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, BackendError> {
+        self.inner.get(path, range)
+    }
+    fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
+        if path.starts_with("data/")
+            && self
+                .allowed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Err(BackendError::Other {
+                path: path.into(),
+                message: "injected failure".into(),
+            });
+        }
+        self.inner.put(path, data)
+    }
+    fn delete(&self, path: &str) -> Result<(), BackendError> {
+        self.inner.delete(path)
+    }
+}
+
+#[test]
+fn failed_upload_stops_the_backup_without_a_snapshot() {
+    let src = tempfile::tempdir().unwrap();
+    write_tree(src.path());
+    let backend: Arc<dyn Backend> = Arc::new(FailingPuts {
+        inner: ObjectStoreBackend::memory(),
+        allowed: AtomicUsize::new(1),
+    });
+    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let repo = Repository::open(backend.clone(), b"pw")
+        .unwrap()
+        .load_index()
+        .unwrap();
+    let err = match backup::run(&repo, &opts(src.path()), &Progress::default(), &no_warnings) {
+        Err(e) => e,
+        Ok(_) => panic!("backup must fail"),
+    };
+    assert!(matches!(err, BackupError::Repo(_)), "{err}");
+    assert!(
+        err.to_string().contains("injected failure") && err.to_string().contains("data/"),
+        "{err}"
+    );
+    assert!(
+        repo.snapshot_ids().unwrap().is_empty(),
+        "no snapshot after a failed upload"
+    );
+}
+
+#[test]
+fn missing_path_is_an_error_and_writes_nothing() {
+    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let repo = Repository::open(backend.clone(), b"pw")
+        .unwrap()
+        .load_index()
+        .unwrap();
+    let err = match backup::run(
+        &repo,
+        &opts(Path::new("/no/such/dir")),
+        &Progress::default(),
+        &no_warnings,
+    ) {
+        Err(e) => e,
+        Ok(_) => panic!("must fail"),
+    };
+    assert!(err.to_string().contains("/no/such/dir"), "{err}");
+    assert!(repo.snapshot_ids().unwrap().is_empty());
+}
