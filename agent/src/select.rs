@@ -67,7 +67,7 @@ pub fn list<S>(
             out.push((id, snap));
         }
     }
-    out.sort_by(|a, b| (a.1.time, a.0).cmp(&(b.1.time, b.0)));
+    out.sort_by_key(|(id, s)| (s.time, *id));
     Ok(out)
 }
 

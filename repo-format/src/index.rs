@@ -127,7 +127,7 @@ impl IndexBuilder {
     /// Sorts and removes duplicate entries (the same blob in several packs keeps the first).
     pub fn finish(mut self) -> Index {
         let slots = &mut self.index.slots;
-        slots.sort_by(|a, b| (a.id, a.ty, a.pack).cmp(&(b.id, b.ty, b.pack)));
+        slots.sort_by_key(|s| (s.id, s.ty, s.pack));
         slots.dedup_by(|a, b| a.id == b.id && a.ty == b.ty);
         slots.shrink_to_fit();
         self.index

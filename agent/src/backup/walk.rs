@@ -16,6 +16,8 @@ use crate::filter::Patterns;
 use crate::fsmeta::{OwnerNames, node_from_metadata};
 
 /// One walked entry, or a problem at a path.
+// Nearly every event is an `Entry`; boxing the node would cost an allocation per file.
+#[allow(clippy::large_enum_variant)]
 pub enum WalkEvent {
     /// An entry at `depth` (0 = the backup path itself).
     Entry {
