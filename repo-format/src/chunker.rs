@@ -254,7 +254,7 @@ mod tests {
         while let Some(ch) = r.next_chunk().unwrap() {
             assert!(ch.len() <= 32768);
             got.push(ch.len());
-            joined.extend_from_slice(&ch);
+            joined.extend_from_slice(ch);
         }
         assert_eq!(r.bytes_read(), data.len() as u64);
         assert_eq!(got, lens);

@@ -198,8 +198,8 @@ mod tests {
     fn file_round_trip_and_lookup() {
         let p1 = Id([1; 32]);
         let p2 = Id([2; 32]);
-        let e1 = vec![entry(5, BlobType::Data), entry(3, BlobType::Tree)];
-        let e2 = vec![entry(5, BlobType::Tree), entry(5, BlobType::Data)];
+        let e1 = [entry(5, BlobType::Data), entry(3, BlobType::Tree)];
+        let e2 = [entry(5, BlobType::Tree), entry(5, BlobType::Data)];
         let bytes = encode_index_file([(&p1, &e1[..]), (&p2, &e2[..])]);
         let mut b = IndexBuilder::default();
         decode_index_file(&bytes, |p, e| b.add_pack(p, &e)).unwrap();
@@ -211,7 +211,7 @@ mod tests {
             idx.lookup(BlobType::Data, &Id([3; 32])).is_none(),
             "types are separate"
         );
-        assert!(Index::BYTES_PER_BLOB <= 64);
+        const { assert!(Index::BYTES_PER_BLOB <= 64) };
         for cut in 1..bytes.len() {
             let _ = decode_index_file(&bytes[..cut], |_, _| {});
         }
