@@ -2,10 +2,11 @@
 //! counters on its own thread; nothing is drawn when stderr is not a terminal.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_agent::backup::Progress;
+use cairn_agent::restore::RestoreProgress;
 use crossbeam_channel::{Sender, bounded};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -15,9 +16,11 @@ pub struct Display {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What a bar shows at one moment: bytes done, bytes expected, and a message.
+type Sample = (u64, u64, String);
+
 impl Display {
-    /// Starts drawing `p` when `enabled`.
-    pub fn backup(p: Arc<Progress>, enabled: bool) -> Display {
+    fn start(enabled: bool, sample: impl Fn() -> Sample + Send + 'static) -> Display {
         if !enabled {
             return Display {
                 stop: None,
@@ -33,23 +36,15 @@ impl Display {
                 )
                 .expect("valid template"),
             );
+            // Redraw every 200 ms until told to stop (the channel closes).
             while rx
                 .recv_timeout(Duration::from_millis(200))
                 .is_err_and(|e| e.is_timeout())
             {
-                let total = p.total_bytes.load(Ordering::Relaxed);
-                bar.set_length(total.max(p.bytes_done.load(Ordering::Relaxed)));
-                bar.set_position(p.bytes_done.load(Ordering::Relaxed));
-                bar.set_message(format!(
-                    "{}/{} files{}",
-                    p.files_done.load(Ordering::Relaxed),
-                    p.total_files.load(Ordering::Relaxed),
-                    if p.scan_done.load(Ordering::Relaxed) {
-                        ""
-                    } else {
-                        " (scanning)"
-                    }
-                ));
+                let (pos, len, msg) = sample();
+                bar.set_length(len.max(pos));
+                bar.set_position(pos);
+                bar.set_message(msg);
             }
             bar.finish_and_clear();
         });
@@ -57,6 +52,28 @@ impl Display {
             stop: Some(tx),
             thread: Some(thread),
         }
+    }
+
+    /// A backup's progress; the total comes from the scanner running ahead.
+    pub fn backup(p: Arc<Progress>, enabled: bool) -> Display {
+        Display::start(enabled, move || {
+            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let scanning = if p.scan_done.load(Ordering::Relaxed) {
+                ""
+            } else {
+                " (scanning)"
+            };
+            let msg = format!("{}/{} files{scanning}", g(&p.files_done), g(&p.total_files));
+            (g(&p.bytes_done), g(&p.total_bytes), msg)
+        })
+    }
+
+    /// A restore's progress against the snapshot's size.
+    pub fn restore(p: Arc<RestoreProgress>, total_bytes: u64, enabled: bool) -> Display {
+        Display::start(enabled, move || {
+            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            (g(&p.bytes), total_bytes, format!("{} files", g(&p.files)))
+        })
     }
 }
 

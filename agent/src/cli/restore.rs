@@ -8,6 +8,7 @@ use cairn_agent::restore::{self, RestoreOptions, RestoreProgress};
 use cairn_agent::select;
 
 use super::args::RestoreArgs;
+use super::progress::Display;
 use super::{Ctx, Out, Outcome, bytes};
 
 pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
@@ -33,7 +34,13 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
         exclude,
         verify: a.verify,
     };
-    let progress = RestoreProgress::default();
+    let progress = std::sync::Arc::new(RestoreProgress::default());
+    let total = if opts.subpath.is_none() && a.includes.is_empty() {
+        snap.summary.bytes_total
+    } else {
+        0
+    };
+    let display = Display::restore(progress.clone(), total, out.progress());
     let json = out.json;
     let mut report = |rel: &Path, msg: &str| {
         if json {
@@ -45,7 +52,9 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
             eprintln!("error: {}: {msg}", rel.display());
         }
     };
-    restore::run(&repo, &snap, &opts, &progress, &mut report)?;
+    let result = restore::run(&repo, &snap, &opts, &progress, &mut report);
+    drop(display);
+    result?;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let errors = g(&progress.errors);
     if out.json {
@@ -67,7 +76,10 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
         }
     }
     if errors > 0 {
-        bail!("{errors} errors during restore; see the messages above");
+        bail!(
+            "{errors} error{} during restore; see the messages above",
+            if errors == 1 { "" } else { "s" }
+        );
     }
     Ok(Outcome::Success)
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use cairn_repo_format::index::BlobLocation;
-use cairn_repo_format::{BlobType, FileKind, Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{BackendError, BlobType, FileKind, Id, Indexed, RepoError, Repository};
 
 /// Where `id` is and its sealed bytes.
 pub fn fetch(
@@ -13,17 +13,37 @@ pub fn fetch(
     let loc = repo.locate(ty, id)?;
     let e = &loc.entry;
     let range = e.offset as u64..e.offset as u64 + e.length as u64;
-    let bytes = repo
+    let object = || {
+        format!(
+            "{} ({} blob {})",
+            FileKind::Pack.path(&loc.pack),
+            ty.name(),
+            id
+        )
+    };
+    let bytes = match repo
         .backend()
-        .get(&FileKind::Pack.path(&loc.pack), Some(range))?;
+        .get(&FileKind::Pack.path(&loc.pack), Some(range))
+    {
+        Ok(b) => b,
+        // Name the blob too: a pack that is missing or cut short loses specific blobs.
+        Err(BackendError::NotFound { .. }) => {
+            return Err(RepoError::Corrupt {
+                object: object(),
+                reason: "pack is missing".into(),
+            });
+        }
+        Err(BackendError::Other { message, .. }) => {
+            return Err(RepoError::Corrupt {
+                object: object(),
+                reason: format!("cannot read: {message}"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     if bytes.len() != e.length as usize {
         return Err(RepoError::Corrupt {
-            object: format!(
-                "{} ({} blob {})",
-                FileKind::Pack.path(&loc.pack),
-                ty.name(),
-                id
-            ),
+            object: object(),
             reason: format!("truncated: read {} of {} bytes", bytes.len(), e.length),
         });
     }

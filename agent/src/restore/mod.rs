@@ -22,6 +22,7 @@ pub mod write;
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -222,7 +223,7 @@ pub fn run(
                 (NodeType::Dir, Some(t)) => (t, Some(node), plan::snap_path(sub)),
                 _ => {
                     // A single non-directory: restore it into the target under its name.
-                    let rel = PathBuf::from(std::ffi::OsStr::new(&*node.name.display()));
+                    let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&node.name.0));
                     if Node::name_is_safe(&node.name.0) {
                         ctx.entry(&rel, &node);
                     } else {
