@@ -253,6 +253,16 @@ impl<S> Repository<S> {
         &self.inner.config
     }
 
+    /// Adds a key file so that `password` also opens this repository; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let kf = KeyFile::create(self.key(), password, kdf).map_err(|e| corrupt("key", e))?;
+        let bytes = serde_json::to_vec_pretty(&kf).expect("serializable");
+        let id = Id::of_stored(&bytes);
+        self.backend()
+            .put(&FileKind::Key.path(&id), Bytes::from(bytes))?;
+        Ok(id)
+    }
+
     /// Seals and stores an object under the hash of its stored bytes (create-only; an existing
     /// object of the same name has the same bytes, so that is success).
     pub fn save_object(&self, kind: FileKind, okind: ObjectKind, payload: &[u8]) -> Result<Id> {
@@ -396,5 +406,68 @@ impl Repository<Indexed> {
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         let plain = self.load_blob(BlobType::Tree, id)?;
         Tree::from_bytes(&plain).map_err(|e| corrupt(format!("tree {id}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ObjectStoreBackend;
+
+    const CHEAP: KdfParams = KdfParams {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    fn backend() -> Arc<dyn Backend> {
+        Arc::new(ObjectStoreBackend::memory())
+    }
+
+    #[test]
+    fn several_passwords_open_one_repository() {
+        let b = backend();
+        let repo = Repository::init(b.clone(), b"first", Config::default(), CHEAP).unwrap();
+        repo.add_key(b"second", CHEAP).unwrap();
+        let a = Repository::open(b.clone(), b"first").unwrap();
+        let c = Repository::open(b.clone(), b"second").unwrap();
+        assert_eq!(a.config(), c.config());
+        assert_eq!(
+            a.key().blob_id(b"x"),
+            c.key().blob_id(b"x"),
+            "one master key"
+        );
+        assert!(matches!(
+            Repository::open(b, b"third"),
+            Err(RepoError::WrongPassword { .. })
+        ));
+    }
+
+    #[test]
+    fn init_refuses_an_existing_repository_and_open_a_missing_one() {
+        let b = backend();
+        assert!(matches!(
+            Repository::open(b.clone(), b"pw"),
+            Err(RepoError::NotFound { .. })
+        ));
+        Repository::init(b.clone(), b"pw", Config::default(), CHEAP).unwrap();
+        let before = b.get("config", None).unwrap();
+        let again = Repository::init(b.clone(), b"other", Config::default(), CHEAP);
+        assert!(matches!(again, Err(RepoError::AlreadyInitialized { .. })));
+        assert_eq!(b.get("config", None).unwrap(), before, "config untouched");
+    }
+
+    #[test]
+    fn tampered_objects_are_named() {
+        let b = backend();
+        let repo = Repository::init(b.clone(), b"pw", Config::default(), CHEAP).unwrap();
+        let id = repo.save_index(std::iter::empty()).unwrap();
+        let path = FileKind::Index.path(&id);
+        let mut bytes = b.get(&path, None).unwrap().to_vec();
+        bytes[20] ^= 1;
+        b.delete(&path).unwrap();
+        b.put(&path, Bytes::from(bytes)).unwrap();
+        let err = repo.load_index().err().expect("tampered index detected");
+        assert!(err.to_string().contains(&path), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use crate::id::Id;
 use crate::tree::{Labels, Node};
 
 /// What a backup did, stored in its snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// When the backup started.
     pub backup_start: Option<DateTime<Utc>>,
@@ -25,6 +25,18 @@ pub struct Summary {
     pub dirs_changed: u64,
     /// Directories identical to the parent's.
     pub dirs_unmodified: u64,
+    /// Wall-clock seconds the backup took.
+    #[serde(default)]
+    pub duration: f64,
+    /// Bytes of new files.
+    #[serde(default)]
+    pub bytes_new: u64,
+    /// Bytes of changed files.
+    #[serde(default)]
+    pub bytes_changed: u64,
+    /// Bytes of unmodified files (not read).
+    #[serde(default)]
+    pub bytes_unmodified: u64,
     /// Bytes of files read.
     pub bytes_read: u64,
     /// Bytes of all files in the snapshot.
@@ -42,7 +54,7 @@ pub struct Summary {
 }
 
 /// A snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// When the backup was taken.
     pub time: DateTime<Utc>,

@@ -168,6 +168,7 @@ impl<'a> Archiver<'a> {
         if let Some(content) = reuse {
             node.content = Some(content.to_vec());
             p.files_unmodified.fetch_add(1, Ordering::Relaxed);
+            p.bytes_unmodified.fetch_add(node.size, Ordering::Relaxed);
             p.files_done.fetch_add(1, Ordering::Relaxed);
             p.bytes_done.fetch_add(node.size, Ordering::Relaxed);
             dir.entries.push(Pending::Ready(node));

@@ -100,6 +100,9 @@ pub struct Progress {
     pub files_new: AtomicU64,
     pub files_changed: AtomicU64,
     pub files_unmodified: AtomicU64,
+    pub bytes_new: AtomicU64,
+    pub bytes_changed: AtomicU64,
+    pub bytes_unmodified: AtomicU64,
     pub dirs_new: AtomicU64,
     pub dirs_changed: AtomicU64,
     pub dirs_unmodified: AtomicU64,
@@ -394,9 +397,14 @@ fn strip_root(mut n: Node) -> Node {
 
 fn summarize(p: &Progress, start: DateTime<Utc>) -> Summary {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let end = Utc::now();
     Summary {
         backup_start: Some(start),
-        backup_end: Some(Utc::now()),
+        backup_end: Some(end),
+        duration: (end - start).num_microseconds().unwrap_or(0) as f64 / 1e6,
+        bytes_new: g(&p.bytes_new),
+        bytes_changed: g(&p.bytes_changed),
+        bytes_unmodified: g(&p.bytes_unmodified),
         files_new: g(&p.files_new),
         files_changed: g(&p.files_changed),
         files_unmodified: g(&p.files_unmodified),
