@@ -223,8 +223,12 @@ impl Repository<Opened> {
     pub fn load_index(self) -> Result<Repository<Indexed>> {
         let mut builder = IndexBuilder::default();
         let mut paths = Vec::new();
-        self.backend()
-            .list(FileKind::Index.prefix(), &mut |o| paths.push(o.path))?;
+        self.backend().list(FileKind::Index.prefix(), &mut |o| {
+            // Names that are not ids (editor or tool leftovers) are not index files.
+            if FileKind::Index.id_of(&o.path).is_some() {
+                paths.push(o.path)
+            }
+        })?;
         for path in paths {
             self.read_index_file(&path, |pack, entries| builder.add_pack(pack, &entries))?;
         }
