@@ -125,6 +125,17 @@ impl Clone for Opened {
 }
 
 impl Repository<Opened> {
+    fn opened(backend: Arc<dyn Backend>, key: MasterKey, config: Config) -> Self {
+        Repository {
+            inner: Arc::new(Inner {
+                backend,
+                key,
+                config,
+            }),
+            state: Opened,
+        }
+    }
+
     /// Creates a repository: config and a first key. Refuses if a config already exists.
     pub fn init(
         backend: Arc<dyn Backend>,
@@ -160,14 +171,7 @@ impl Repository<Opened> {
             }
             r => r?,
         }
-        Ok(Repository {
-            inner: Arc::new(Inner {
-                backend,
-                key,
-                config,
-            }),
-            state: Opened,
-        })
+        Ok(Repository::opened(backend, key, config))
     }
 
     /// Opens with a password: finds the key file it opens, then reads the config.
@@ -208,14 +212,7 @@ impl Repository<Opened> {
             .chunker
             .validate()
             .map_err(|e| corrupt("config", e))?;
-        Ok(Repository {
-            inner: Arc::new(Inner {
-                backend,
-                key,
-                config,
-            }),
-            state: Opened,
-        })
+        Ok(Repository::opened(backend, key, config))
     }
 
     /// Reads every index file into memory. An index file that cannot be read is an error that

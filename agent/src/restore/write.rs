@@ -61,15 +61,7 @@ impl Writer {
         if let Some(parent) = rel.parent() {
             for c in parent.components() {
                 p.push(c);
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        std::fs::remove_file(&p).map_err(|e| err(&p, "cannot replace", e))?;
-                        mkdir(&p)?;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir(&p)?,
-                    Err(e) => return Err(err(&p, "cannot inspect", e)),
-                }
+                ensure_dir(&p)?;
             }
         }
         Ok(())
@@ -96,15 +88,7 @@ impl Writer {
     pub fn dir(&self, rel: &Path) -> io::Result<PathBuf> {
         let path = self.path_of(rel)?;
         self.ensure_parents(rel)?;
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                std::fs::remove_file(&path).map_err(|e| err(&path, "cannot replace", e))?;
-                mkdir(&path)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir(&path)?,
-            Err(e) => return Err(err(&path, "cannot inspect", e)),
-        }
+        ensure_dir(&path)?;
         Ok(path)
     }
 
@@ -185,6 +169,20 @@ impl Writer {
         };
         r.map_err(|e| err(&path, "cannot create", e))?;
         Ok(Some(path))
+    }
+}
+
+/// Makes `p` a real directory: kept if it is one, created if missing, and anything else there
+/// (a file, or a symlink, which is never followed) is replaced.
+fn ensure_dir(p: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            std::fs::remove_file(p).map_err(|e| err(p, "cannot replace", e))?;
+            mkdir(p)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir(p),
+        Err(e) => Err(err(p, "cannot inspect", e)),
     }
 }
 
