@@ -1,9 +1,11 @@
 //! Repository locations: parsing `-r/--repo` into a backend. A plain path or `file:///path` is
-//! a local directory; the cloud schemes come with their own backends.
+//! a local directory; `azure://CONTAINER/PREFIX` (or `az://`), `s3://BUCKET/PREFIX` and
+//! `gs://BUCKET/PREFIX` are cloud stores configured from the environment.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cairn_repo_format::backend::cloud;
 use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend};
 
 /// A parsed repository location.
@@ -11,6 +13,27 @@ use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend};
 pub enum Location {
     /// A directory on this machine.
     Local(PathBuf),
+    /// An Azure Blob container and prefix.
+    Azure {
+        /// Container name.
+        container: String,
+        /// Prefix inside it.
+        prefix: String,
+    },
+    /// An S3 bucket and prefix.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Prefix.
+        prefix: String,
+    },
+    /// A GCS bucket and prefix.
+    Gcs {
+        /// Bucket.
+        bucket: String,
+        /// Prefix.
+        prefix: String,
+    },
 }
 
 /// A location that cannot be used.
@@ -20,11 +43,32 @@ pub enum LocationError {
     #[error("no repository given: pass -r/--repo or set CAIRN_REPOSITORY")]
     Missing,
     /// A scheme this build does not know.
-    #[error("unsupported repository location {0:?}: use a directory path or file:///path")]
+    #[error(
+        "unsupported repository location {0:?}: use a directory path, file:///path, azure://CONTAINER/PREFIX, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX"
+    )]
     Unsupported(String),
+    /// A cloud URL without a container or bucket.
+    #[error("repository location {0:?} names no container or bucket: use SCHEME://NAME/PREFIX")]
+    NoBucket(String),
+    /// The Azure container does not exist.
+    #[error(
+        "Azure container {container:?} does not exist: create it with `cairn init`, or check the name and AZURE_STORAGE_ACCOUNT_NAME"
+    )]
+    NoContainer {
+        /// Its name.
+        container: String,
+    },
     /// The backend could not be set up.
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+fn split_bucket(url: &str, rest: &str) -> Result<(String, String), LocationError> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(LocationError::NoBucket(url.into()));
+    }
+    Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
 impl Location {
@@ -33,19 +77,114 @@ impl Location {
         if s.is_empty() {
             return Err(LocationError::Missing);
         }
-        if let Some(rest) = s.strip_prefix("file://") {
-            return Ok(Location::Local(PathBuf::from(rest)));
-        }
-        if let Some((scheme, _)) = s.split_once("://") {
-            return Err(LocationError::Unsupported(format!("{scheme}://")));
-        }
-        Ok(Location::Local(PathBuf::from(s)))
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Ok(Location::Local(PathBuf::from(s)));
+        };
+        Ok(match scheme {
+            "file" => Location::Local(PathBuf::from(rest)),
+            "azure" | "az" => {
+                let (container, prefix) = split_bucket(s, rest)?;
+                Location::Azure { container, prefix }
+            }
+            "s3" => {
+                let (bucket, prefix) = split_bucket(s, rest)?;
+                Location::S3 { bucket, prefix }
+            }
+            "gs" | "gcs" => {
+                let (bucket, prefix) = split_bucket(s, rest)?;
+                Location::Gcs { bucket, prefix }
+            }
+            other => return Err(LocationError::Unsupported(format!("{other}://"))),
+        })
     }
 
-    /// Opens the backend; `create` makes a missing local directory (for `init`).
-    pub fn open(&self, create: bool) -> Result<Arc<dyn Backend>, LocationError> {
-        match self {
-            Location::Local(p) => Ok(Arc::new(ObjectStoreBackend::local(p, create)?)),
+    fn backend(&self, create_dir: bool) -> Result<ObjectStoreBackend, LocationError> {
+        Ok(match self {
+            Location::Local(p) => ObjectStoreBackend::local(p, create_dir)?,
+            Location::Azure { container, prefix } => cloud::azure(container, prefix)?,
+            Location::S3 { bucket, prefix } => cloud::s3(bucket, prefix)?,
+            Location::Gcs { bucket, prefix } => cloud::gcs(bucket, prefix)?,
+        })
+    }
+
+    /// Opens an existing location. A missing Azure container is an error that names it.
+    pub fn open(&self) -> Result<Arc<dyn Backend>, LocationError> {
+        let b = self.backend(false)?;
+        if b.head("config")?.is_none()
+            && let (Some(false), Some(name)) = (b.container_exists()?, b.container_name())
+        {
+            return Err(LocationError::NoContainer {
+                container: name.to_string(),
+            });
         }
+        Ok(Arc::new(b))
+    }
+
+    /// Opens a location for `init`: creates a missing local directory or Azure container.
+    /// Returns the backend and what was created, for the user.
+    pub fn open_for_init(&self) -> Result<(Arc<dyn Backend>, Option<String>), LocationError> {
+        let b = self.backend(true)?;
+        let note = match b.create_container()? {
+            Some(true) => Some(format!(
+                "created Azure container {:?}",
+                b.container_name().unwrap_or_default()
+            )),
+            _ => None,
+        };
+        Ok((Arc::new(b), note))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_scheme() {
+        assert_eq!(
+            Location::parse("/srv/r").unwrap(),
+            Location::Local("/srv/r".into())
+        );
+        assert_eq!(
+            Location::parse("file:///srv/r").unwrap(),
+            Location::Local("/srv/r".into())
+        );
+        assert_eq!(
+            Location::parse("azure://backups/cluster-a/").unwrap(),
+            Location::Azure {
+                container: "backups".into(),
+                prefix: "cluster-a".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("az://backups").unwrap(),
+            Location::Azure {
+                container: "backups".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://b/p/q").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "p/q".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("gs://b").unwrap(),
+            Location::Gcs {
+                bucket: "b".into(),
+                prefix: String::new()
+            }
+        );
+        assert!(matches!(
+            Location::parse("ftp://x"),
+            Err(LocationError::Unsupported(_))
+        ));
+        assert!(matches!(
+            Location::parse("azure:///p"),
+            Err(LocationError::NoBucket(_))
+        ));
+        assert!(matches!(Location::parse(""), Err(LocationError::Missing)));
     }
 }

@@ -50,7 +50,10 @@ pub fn run(ctx: &Ctx, out: &Out, a: InitArgs) -> Result<Outcome> {
         kdf.m_cost = m;
         kdf.t_cost = 1;
     }
-    let backend = loc.open(true)?;
+    let (backend, note) = loc.open_for_init()?;
+    if let Some(n) = &note {
+        out.info(n);
+    }
     if backend.head("config")?.is_some() {
         return Err(cairn_repo_format::RepoError::AlreadyInitialized {
             location: backend.location(),

@@ -132,7 +132,7 @@ impl Ctx {
     /// Opens the repository (keys and config).
     pub fn open(&self) -> Result<Repository<Opened>> {
         let loc = self.location()?;
-        let backend = match loc.open(false) {
+        let backend = match loc.open() {
             Ok(b) => b,
             Err(LocationError::Backend(BackendError::NotFound { path })) => {
                 return Err(RepoError::NotFound { location: path }.into());

@@ -4,6 +4,7 @@
 //!
 //! Layers (retry, rate limits, dry-run) wrap a `Backend` and implement `Backend` themselves.
 
+pub mod cloud;
 mod objstore;
 
 use std::ops::Range;

@@ -18,7 +18,8 @@ pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     location: String,
-    runtime: tokio::runtime::Runtime,
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) azure: Option<super::cloud::AzureContainer>,
 }
 
 impl ObjectStoreBackend {
@@ -38,6 +39,7 @@ impl ObjectStoreBackend {
             prefix: Path::from(prefix),
             location,
             runtime,
+            azure: None,
         })
     }
 

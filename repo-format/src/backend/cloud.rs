@@ -1,0 +1,179 @@
+//! Cloud object stores: Azure Blob, S3 and GCS through `object_store`'s builders, configured
+//! from the environment the way each cloud's users expect (`AZURE_STORAGE_*`, `AWS_*`,
+//! `GOOGLE_*`; object_store's own variable names, `AZURE_STORAGE_USE_EMULATOR=true` included),
+//! and the one thing object_store cannot do: create an Azure container. That request is signed
+//! with object_store's own Azure authorizer, so every credential kind it supports works.
+
+use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
+use object_store::client::{HttpRequest, HttpRequestBody};
+use object_store::gcp::GoogleCloudStorageBuilder;
+
+use super::{BackendError, ObjectStoreBackend};
+
+/// Where an Azure container lives and how to authorize requests to it.
+pub(crate) struct AzureContainer {
+    store: Arc<MicrosoftAzure>,
+    account: String,
+    /// `https://account.blob.core.windows.net/container` (or the emulator's equivalent).
+    url: String,
+    name: String,
+}
+
+fn config_error(location: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Other {
+        path: location.to_string(),
+        message: format!("configuration: {e}"),
+    }
+}
+
+/// An Azure Blob repository in `container` under `prefix`, configured from the environment.
+pub fn azure(container: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
+    azure_with(MicrosoftAzureBuilder::from_env(), container, prefix)
+}
+
+/// An Azure Blob repository configured by `builder` (account, credentials, endpoint).
+pub fn azure_with(
+    builder: MicrosoftAzureBuilder,
+    container: &str,
+    prefix: &str,
+) -> Result<ObjectStoreBackend, BackendError> {
+    let location = format!("azure://{container}/{prefix}")
+        .trim_end_matches('/')
+        .to_string();
+    let builder = builder.with_container_name(container);
+    let emulator = builder
+        .get_config_value(&AzureConfigKey::UseEmulator)
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"));
+    let account = builder
+        .get_config_value(&AzureConfigKey::AccountName)
+        .or_else(|| emulator.then(|| "devstoreaccount1".to_string()))
+        .ok_or_else(|| {
+            config_error(&location, "no storage account: set AZURE_STORAGE_ACCOUNT_NAME (or AZURE_STORAGE_USE_EMULATOR=true for Azurite)")
+        })?;
+    let base = if emulator {
+        let root = std::env::var("AZURITE_BLOB_STORAGE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:10000".into());
+        format!("{}/{account}", root.trim_end_matches('/'))
+    } else {
+        builder
+            .get_config_value(&AzureConfigKey::Endpoint)
+            .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let store = Arc::new(builder.build().map_err(|e| config_error(&location, e))?);
+    let info = AzureContainer {
+        store: store.clone(),
+        account,
+        url: format!("{base}/{container}"),
+        name: container.into(),
+    };
+    let mut b = ObjectStoreBackend::new(store, prefix, location.clone())
+        .map_err(|e| config_error(&location, e))?;
+    b.azure = Some(info);
+    Ok(b)
+}
+
+/// An S3 (or S3-compatible: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`) repository.
+pub fn s3(bucket: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
+    let location = format!("s3://{bucket}/{prefix}")
+        .trim_end_matches('/')
+        .to_string();
+    let store = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| config_error(&location, e))?;
+    ObjectStoreBackend::new(Arc::new(store), prefix, location.clone())
+        .map_err(|e| config_error(&location, e))
+}
+
+/// A Google Cloud Storage repository.
+pub fn gcs(bucket: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
+    let location = format!("gs://{bucket}/{prefix}")
+        .trim_end_matches('/')
+        .to_string();
+    let store = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| config_error(&location, e))?;
+    ObjectStoreBackend::new(Arc::new(store), prefix, location.clone())
+        .map_err(|e| config_error(&location, e))
+}
+
+impl AzureContainer {
+    /// Sends one signed request to the container URL (`?restype=container`) and returns the
+    /// HTTP status.
+    async fn request(&self, method: http::Method) -> Result<u16, BackendError> {
+        let err = |m: String| BackendError::Other {
+            path: format!("container {}", self.name),
+            message: m,
+        };
+        let cred = self
+            .store
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut req: HttpRequest = http::Request::builder()
+            .method(method)
+            .uri(format!("{}?restype=container", self.url))
+            .body(HttpRequestBody::empty())
+            .map_err(|e| err(e.to_string()))?;
+        AzureAuthorizer::new(&cred, &self.account)
+            .try_authorize(&mut req)
+            .map_err(|e| err(e.to_string()))?;
+        let client = reqwest::Client::new();
+        let mut out = client.request(req.method().clone(), req.uri().to_string());
+        for (k, v) in req.headers() {
+            out = out.header(k, v);
+        }
+        let resp = out
+            .send()
+            .await
+            .map_err(|e| err(format!("request failed: {e}")))?;
+        Ok(resp.status().as_u16())
+    }
+}
+
+impl ObjectStoreBackend {
+    /// For Azure: creates the container if it does not exist. Returns `Some(true)` if it was
+    /// created, `Some(false)` if it was there, `None` for other stores.
+    pub fn create_container(&self) -> Result<Option<bool>, BackendError> {
+        let Some(az) = &self.azure else {
+            return Ok(None);
+        };
+        let status = self.runtime.block_on(az.request(http::Method::PUT))?;
+        match status {
+            201 => Ok(Some(true)),
+            409 => Ok(Some(false)),
+            403 => Err(BackendError::Other {
+                path: format!("container {}", az.name),
+                message: "403 forbidden: the credentials may not create containers; create it in the portal or grant the role".into(),
+            }),
+            s => Err(BackendError::Other { path: format!("container {}", az.name), message: format!("create failed with HTTP {s}") }),
+        }
+    }
+
+    /// For Azure: whether the container exists (`None` for other stores).
+    pub fn container_exists(&self) -> Result<Option<bool>, BackendError> {
+        let Some(az) = &self.azure else {
+            return Ok(None);
+        };
+        match self.runtime.block_on(az.request(http::Method::GET))? {
+            200 => Ok(Some(true)),
+            404 => Ok(Some(false)),
+            s => Err(BackendError::Other {
+                path: format!("container {}", az.name),
+                message: format!("HTTP {s}"),
+            }),
+        }
+    }
+
+    /// The Azure container's name, if this is Azure.
+    pub fn container_name(&self) -> Option<&str> {
+        self.azure.as_ref().map(|a| a.name.as_str())
+    }
+}
