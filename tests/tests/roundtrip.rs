@@ -507,6 +507,48 @@ fn restore_include_and_exclude_select_the_expected_files() {
 }
 
 #[test]
+fn partial_restore_gives_parent_directories_their_snapshot_metadata() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let base = tempdir();
+    let src = base.path().join("src");
+    fs::create_dir_all(src.join("d/deeper")).unwrap();
+    fs::write(src.join("d/deeper/wanted.txt"), b"wanted").unwrap();
+    fs::write(src.join("d/other.log"), b"not wanted").unwrap();
+    fs::set_permissions(src.join("d"), fs::Permissions::from_mode(0o751)).unwrap();
+    fs::set_permissions(src.join("d/deeper"), fs::Permissions::from_mode(0o705)).unwrap();
+    let when = FileTime::from_unix_time(1_500_000_000, 123_456_789);
+    filetime::set_file_times(src.join("d/deeper"), when, when).unwrap();
+    filetime::set_file_times(src.join("d"), when, when).unwrap();
+    let repo = Repo::init(&base.path().join("repo"), &[]);
+    repo.backup(&[&src], &[]);
+
+    let target = base.path().join("partial");
+    repo.restore("latest", &target, &["--include", "wanted.txt"])
+        .success();
+    assert_eq!(
+        fs::read(target.join("d/deeper/wanted.txt")).unwrap(),
+        b"wanted"
+    );
+    assert!(
+        !target.join("d/other.log").exists(),
+        "only the included file"
+    );
+    for (rel, mode) in [("d", 0o751), ("d/deeper", 0o705)] {
+        let m = fs::metadata(target.join(rel)).unwrap();
+        assert_eq!(
+            m.mode() & 0o7777,
+            mode,
+            "{rel} mode from the snapshot, not 0700"
+        );
+        assert_eq!(
+            (m.mtime(), m.mtime_nsec()),
+            (1_500_000_000, 123_456_789),
+            "{rel} mtime"
+        );
+    }
+}
+
+#[test]
 fn backup_of_several_paths_stores_each_under_its_own_name() {
     let base = tempdir();
     let one = base.path().join("first/alpha");

@@ -12,7 +12,8 @@ pub fn fetch(
 ) -> Result<(BlobLocation, Bytes), RepoError> {
     let loc = repo.locate(ty, id)?;
     let e = &loc.entry;
-    let range = e.offset as u64..e.offset as u64 + e.length as u64;
+    let range_end = e.offset as u64 + e.length as u64;
+    let range = e.offset as u64..range_end;
     let object = || {
         format!(
             "{} ({} blob {})",
@@ -34,9 +35,17 @@ pub fn fetch(
             });
         }
         Err(BackendError::Other { message, .. }) => {
+            let reason = match repo.backend().head(&FileKind::Pack.path(&loc.pack)) {
+                Ok(Some(size)) if size < range_end => {
+                    format!(
+                        "pack is truncated: {size} bytes, the blob needs bytes up to {range_end}"
+                    )
+                }
+                _ => format!("cannot read: {message}"),
+            };
             return Err(RepoError::Corrupt {
                 object: object(),
-                reason: format!("cannot read: {message}"),
+                reason,
             });
         }
         Err(e) => return Err(e.into()),

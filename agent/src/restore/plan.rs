@@ -61,7 +61,7 @@ impl Selection {
 
 /// Walks a tree, calling `f` for each step. `snap_prefix` is the tree's path inside the
 /// snapshot (`/` for the root), used for pattern matching; `rel` is where it goes in the
-/// target.
+/// target. Returns whether anything below was restored.
 pub fn walk_tree(
     repo: &Repository<Indexed>,
     tree_id: &Id,
@@ -70,15 +70,17 @@ pub fn walk_tree(
     sel: &Selection,
     inherited_include: bool,
     f: &mut dyn FnMut(Step<'_>),
-) -> Result<(), RepoError> {
+) -> Result<bool, RepoError> {
     let tree = repo.load_tree(tree_id)?;
+    let mut emitted = false;
     for node in &tree.nodes {
         let name = std::ffi::OsStr::from_bytes_compat(&node.name.0);
         let child_rel = rel.join(name);
         if !Node::name_is_safe(&node.name.0) {
+            let message = format!("refusing unsafe name {:?} in tree {tree_id}", node.name);
             f(Step::Problem {
                 rel: &child_rel,
-                message: format!("refusing unsafe name {:?} in tree {tree_id}", node.name),
+                message,
             });
             continue;
         }
@@ -102,27 +104,37 @@ pub fn walk_tree(
                         node: Some(node),
                     });
                 }
-                if let Err(e) = walk_tree(repo, &sub, &snap_path, &child_rel, sel, included, f) {
-                    f(Step::Problem {
-                        rel: &child_rel,
-                        message: e.to_string(),
-                    });
-                }
-                if included {
+                let below = match walk_tree(repo, &sub, &snap_path, &child_rel, sel, included, f) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        f(Step::Problem {
+                            rel: &child_rel,
+                            message: e.to_string(),
+                        });
+                        false
+                    }
+                };
+                // A directory created only because something inside it was included still
+                // gets its own metadata from the snapshot.
+                if included || below {
                     f(Step::LeaveDir {
                         rel: &child_rel,
                         node: Some(node),
                     });
+                    emitted = true;
                 }
             }
-            _ if included => f(Step::Entry {
-                rel: &child_rel,
-                node,
-            }),
+            _ if included => {
+                f(Step::Entry {
+                    rel: &child_rel,
+                    node,
+                });
+                emitted = true;
+            }
             _ => {}
         }
     }
-    Ok(())
+    Ok(emitted)
 }
 
 /// Turns raw name bytes into an `OsStr` without loss (Unix).
