@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+pub mod azurite;
+
 /// The password every test repository is created with.
 pub const PASSWORD: &str = "e2e correct horse battery staple";
 
@@ -134,6 +136,16 @@ pub enum RunAs {
 /// Runs `cairn` with `args`, the password in `CAIRN_PASSWORD` (if given), stdin closed, and
 /// no repository or password file inherited from the environment.
 pub fn run_cairn<S: AsRef<OsStr>>(args: &[S], password: Option<&str>, who: RunAs) -> Output {
+    run_cairn_with_env(args, password, who, &[])
+}
+
+/// [`run_cairn`] with extra environment variables (cloud configuration, for example).
+pub fn run_cairn_with_env<S: AsRef<OsStr>>(
+    args: &[S],
+    password: Option<&str>,
+    who: RunAs,
+    env: &[(String, String)],
+) -> Output {
     let bin = cairn_bin();
     let mut cmd = match who {
         RunAs::Me => Command::new(&bin),
@@ -156,6 +168,7 @@ pub fn run_cairn<S: AsRef<OsStr>>(args: &[S], password: Option<&str>, who: RunAs
     if let Some(pw) = password {
         cmd.env("CAIRN_PASSWORD", pw);
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let cmdline = std::iter::once(bin.as_os_str().to_string_lossy().into_owned())
         .chain(
             args.iter()
