@@ -24,6 +24,13 @@ fn small_config() -> Config {
     Config::new((4096, 16384, 65536), 3, 256 << 10)
 }
 
+/// A fresh in-memory repository with password `pw` and small chunks.
+fn memory_repository() -> Arc<dyn Backend> {
+    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    backend
+}
+
 fn write_tree(dir: &Path) {
     std::fs::create_dir_all(dir.join("a/b")).unwrap();
     std::fs::write(dir.join("a/b/text"), "hello ".repeat(20_000)).unwrap();
@@ -58,8 +65,7 @@ fn no_warnings(p: &Path, m: &str) {
 fn library_round_trip_with_change_detection() {
     let src = tempfile::tempdir().unwrap();
     write_tree(src.path());
-    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
-    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let backend = memory_repository();
     let repo = Repository::open(backend.clone(), b"pw")
         .unwrap()
         .load_index()
@@ -112,8 +118,7 @@ fn library_round_trip_with_change_detection() {
 fn same_tree_gives_same_snapshot_tree_every_run() {
     let src = tempfile::tempdir().unwrap();
     write_tree(src.path());
-    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
-    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let backend = memory_repository();
     let mut trees = Vec::new();
     for workers in [1, 2, 5] {
         let repo = Repository::open(backend.clone(), b"pw")
@@ -201,8 +206,7 @@ fn failed_upload_stops_the_backup_without_a_snapshot() {
 
 #[test]
 fn missing_path_is_an_error_and_writes_nothing() {
-    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
-    Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let backend = memory_repository();
     let repo = Repository::open(backend.clone(), b"pw")
         .unwrap()
         .load_index()

@@ -79,26 +79,26 @@ pub fn azure_with(
 
 /// An S3 (or S3-compatible: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`) repository.
 pub fn s3(bucket: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
-    let location = format!("s3://{bucket}/{prefix}")
-        .trim_end_matches('/')
-        .to_string();
-    let store = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()
-        .map_err(|e| config_error(&location, e))?;
-    ObjectStoreBackend::new(Arc::new(store), prefix, location.clone())
-        .map_err(|e| config_error(&location, e))
+    let built = AmazonS3Builder::from_env().with_bucket_name(bucket).build();
+    wrap(built, prefix, format!("s3://{bucket}/{prefix}"))
 }
 
 /// A Google Cloud Storage repository.
 pub fn gcs(bucket: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
-    let location = format!("gs://{bucket}/{prefix}")
-        .trim_end_matches('/')
-        .to_string();
-    let store = GoogleCloudStorageBuilder::from_env()
+    let built = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(bucket)
-        .build()
-        .map_err(|e| config_error(&location, e))?;
+        .build();
+    wrap(built, prefix, format!("gs://{bucket}/{prefix}"))
+}
+
+/// Turns a built store (or its configuration error) into a backend named `location`.
+fn wrap<S: object_store::ObjectStore>(
+    built: object_store::Result<S>,
+    prefix: &str,
+    location: String,
+) -> Result<ObjectStoreBackend, BackendError> {
+    let location = location.trim_end_matches('/').to_string();
+    let store = built.map_err(|e| config_error(&location, e))?;
     ObjectStoreBackend::new(Arc::new(store), prefix, location.clone())
         .map_err(|e| config_error(&location, e))
 }
