@@ -1,60 +1,211 @@
-//! Fetch stage: gets a blob's sealed bytes from its pack with one ranged read.
+//! Fetch stage: `connections` threads, each doing one ranged GET per [`RangeRequest`] (several
+//! neighbouring blobs of one pack), slicing the blobs out of it without copying and passing
+//! them to the unseal stage.
+//!
+//! Memory: a thread takes a share of the in-flight [`Budget`] (the range's length) before its
+//! GET, and the share is returned only when every blob of the range has been written, so the
+//! fetched and decrypted bytes held at once are bounded whatever the snapshot.
+//!
+//! A range that cannot be read is narrowed down so that each blob gets its own verdict: a
+//! missing pack loses all its blobs, a truncated one only those past its end (the others are
+//! read again), and every lost blob fails exactly the files that need it, naming pack and blob.
+
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use cairn_repo_format::index::BlobLocation;
-use cairn_repo_format::{BackendError, BlobType, FileKind, Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{BackendError, FileKind, Id, RepoError, Repository};
+use crossbeam_channel::{Receiver, Sender};
 
-/// Where `id` is and its sealed bytes.
-pub fn fetch(
-    repo: &Repository<Indexed>,
-    ty: BlobType,
-    id: &Id,
-) -> Result<(BlobLocation, Bytes), RepoError> {
-    let loc = repo.locate(ty, id)?;
-    let e = &loc.entry;
-    let range_end = e.offset as u64 + e.length as u64;
-    let range = e.offset as u64..range_end;
-    let object = || {
-        format!(
-            "{} ({} blob {})",
-            FileKind::Pack.path(&loc.pack),
-            ty.name(),
-            id
-        )
-    };
-    let bytes = match repo
-        .backend()
-        .get(&FileKind::Pack.path(&loc.pack), Some(range))
-    {
-        Ok(b) => b,
-        // Name the blob too: a pack that is missing or cut short loses specific blobs.
-        Err(BackendError::NotFound { .. }) => {
-            return Err(RepoError::Corrupt {
-                object: object(),
-                reason: "pack is missing".into(),
-            });
+use super::Shared;
+use super::batch::{Dest, RangeRequest};
+use super::unseal::UnsealJob;
+
+/// Bytes that may be held between fetch and write at once.
+pub struct Budget {
+    limit: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes (at least 1).
+    pub fn new(limit: u64) -> Budget {
+        Budget {
+            limit: limit.max(1),
+            used: Mutex::new(0),
+            freed: Condvar::new(),
         }
-        Err(BackendError::Other { message, .. }) => {
-            let reason = match repo.backend().head(&FileKind::Pack.path(&loc.pack)) {
-                Ok(Some(size)) if size < range_end => {
-                    format!(
-                        "pack is truncated: {size} bytes, the blob needs bytes up to {range_end}"
-                    )
-                }
-                _ => format!("cannot read: {message}"),
-            };
-            return Err(RepoError::Corrupt {
-                object: object(),
-                reason,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if bytes.len() != e.length as usize {
-        return Err(RepoError::Corrupt {
-            object: object(),
-            reason: format!("truncated: read {} of {} bytes", bytes.len(), e.length),
-        });
     }
-    Ok((loc, bytes))
+
+    /// Waits until `n` bytes are free and takes them; a request larger than the whole budget
+    /// waits for all of it.
+    pub fn acquire(&self, n: u64) -> Permit<'_> {
+        let n = n.min(self.limit);
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used + n > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += n;
+        Permit { budget: self, n }
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A share of the [`Budget`], returned when dropped.
+pub struct Permit<'b> {
+    budget: &'b Budget,
+    n: u64,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= self.n;
+        self.budget.freed.notify_all();
+    }
+}
+
+/// The fetch thread: GETs ranges until the request channel closes.
+pub fn worker<'b>(
+    shared: &Shared<'_, '_>,
+    budget: &'b Budget,
+    requests: Receiver<RangeRequest>,
+    unseal: Sender<UnsealJob<'b>>,
+) {
+    for req in requests {
+        let permit = Arc::new(budget.acquire(req.end - req.start));
+        let locs: Vec<BlobLocation> = req.blobs.iter().map(|b| b.loc).collect();
+        let results = fetch_range(shared.repo, &req.pack, req.start, req.end, &locs);
+        for (blob, result) in req.blobs.into_iter().zip(results) {
+            match result {
+                Ok(sealed) => {
+                    let job = UnsealJob {
+                        loc: blob.loc,
+                        sealed,
+                        dests: blob.dests,
+                        permit: permit.clone(),
+                    };
+                    if let Err(e) = unseal.send(job) {
+                        // The unseal stage is gone (a worker panicked): nothing more to do.
+                        drop(e);
+                        return;
+                    }
+                }
+                Err(e) => lose(shared, blob.dests, &e),
+            }
+        }
+    }
+}
+
+/// Fails every destination of a blob that cannot be had.
+pub fn lose(shared: &Shared<'_, '_>, dests: Vec<Dest>, err: &RepoError) {
+    for d in dests {
+        d.file.fail(shared, format!("content lost: {err}"));
+        d.finish(shared);
+    }
+}
+
+/// `pack (type blob id)`, the name of a blob in messages.
+fn object(loc: &BlobLocation) -> String {
+    format!(
+        "{} ({} blob {})",
+        FileKind::Pack.path(&loc.pack),
+        loc.entry.ty.name(),
+        loc.entry.id
+    )
+}
+
+fn corrupt(loc: &BlobLocation, reason: String) -> RepoError {
+    RepoError::Corrupt {
+        object: object(loc),
+        reason,
+    }
+}
+
+fn blob_end(loc: &BlobLocation) -> u64 {
+    loc.entry.offset as u64 + loc.entry.length as u64
+}
+
+/// Reads bytes `start..end` of `pack` with one GET and returns the sealed bytes of each of
+/// `blobs` (sorted by offset, each inside the range), or why that blob cannot be read.
+pub fn fetch_range(
+    repo: &Repository<cairn_repo_format::Indexed>,
+    pack: &Id,
+    start: u64,
+    end: u64,
+    blobs: &[BlobLocation],
+) -> Vec<Result<Bytes, RepoError>> {
+    let path = FileKind::Pack.path(pack);
+    match repo.backend().get(&path, Some(start..end)) {
+        Ok(bytes) => blobs
+            .iter()
+            .map(|loc| {
+                let from = (loc.entry.offset as u64).saturating_sub(start) as usize;
+                let to = (blob_end(loc) - start) as usize;
+                if to <= bytes.len() {
+                    Ok(bytes.slice(from..to))
+                } else {
+                    let read = bytes.len().saturating_sub(from);
+                    Err(corrupt(
+                        loc,
+                        format!("truncated: read {read} of {} bytes", loc.entry.length),
+                    ))
+                }
+            })
+            .collect(),
+        // Name the blob too: a pack that is missing or cut short loses specific blobs.
+        Err(BackendError::NotFound { .. }) => blobs
+            .iter()
+            .map(|loc| Err(corrupt(loc, "pack is missing".into())))
+            .collect(),
+        Err(BackendError::Other { message, .. }) => match repo.backend().head(&path) {
+            Ok(Some(size)) if size < end => {
+                // Truncated: the blobs still inside the pack are read again, the rest are lost.
+                let inside: Vec<BlobLocation> = blobs
+                    .iter()
+                    .filter(|l| blob_end(l) <= size)
+                    .copied()
+                    .collect();
+                let sub_start = inside.iter().map(|l| l.entry.offset as u64).min();
+                let sub_end = inside.iter().map(blob_end).max();
+                let mut again = match (sub_start, sub_end) {
+                    // Strictly shorter than this read (it ends by `size` < `end`): terminates.
+                    (Some(s), Some(e)) => fetch_range(repo, pack, s, e, &inside),
+                    _ => Vec::new(),
+                }
+                .into_iter();
+                blobs
+                    .iter()
+                    .map(|loc| {
+                        let end = blob_end(loc);
+                        if end <= size {
+                            again.next().unwrap_or_else(|| {
+                                Err(corrupt(loc, format!("cannot read: {message}")))
+                            })
+                        } else {
+                            Err(corrupt(
+                                loc,
+                                format!(
+                                    "pack is truncated: {size} bytes, the blob needs bytes up to {end}"
+                                ),
+                            ))
+                        }
+                    })
+                    .collect()
+            }
+            _ => blobs
+                .iter()
+                .map(|loc| Err(corrupt(loc, format!("cannot read: {message}"))))
+                .collect(),
+        },
+        Err(e) => blobs
+            .iter()
+            .map(|loc| Err(corrupt(loc, format!("cannot read: {e}"))))
+            .collect(),
+    }
 }

@@ -1,38 +1,53 @@
-//! The restore pipeline. [`run`] wires the stages, each in its own file:
+//! The restore pipeline. [`run`] wires the stages, each in its own file, connected by bounded
+//! queues:
 //!
 //! ```text
-//!  plan ──steps──▶ for each file: fetch → unseal → write at offset ──▶ metadata (post-order)
+//!  plan ──file chunks──▶ batch ──ranged reads──▶ fetch ──blobs──▶ unseal ──chunks──▶ write
+//!  (caller's thread:     (group by pack,         (`connections`   (one per         (threads:
+//!   dirs, specials,       sort by offset,         threads: one     CPU: decrypt     pwrite at
+//!   links, files          coalesce gaps           GET per range)   once, re-hash)   offsets,
+//!   created, blobs        ≤ 1 MiB)                                                  holes kept)
+//!   located)                 ▲                                                         │
+//!      ▲                     └───────────── batch complete (all its chunks written, ◀──┘
+//!      │                                    its files finished: length, verify, metadata)
+//!      └── deferred steps run: directory metadata (post-order), links to files just written
 //! ```
 //!
 //! * plan: depth-first over the snapshot's trees (one per level in memory), subpath and
-//!   include/exclude applied, unsafe names refused.
-//! * fetch: one ranged read of the blob from its pack.
-//! * unseal: decrypt, decompress, re-hash against the blob id.
-//! * write: inside the target only; holes kept; hard links re-linked.
-//! * metadata: owner (as root), mode, xattrs, times — files right after their content,
-//!   directories after everything inside them.
+//!   include/exclude applied, unsafe names refused; creates entries in order.
+//! * batch: up to `batch_files` files / `batch_blobs` blob references per batch; each blob is
+//!   fetched once per batch however many files use it; at most three batches exist at once.
+//! * fetch: one ranged GET per run of neighbouring blobs of a pack; in-flight bytes bounded.
+//! * unseal: decrypt, decompress, re-hash against the blob id; once per blob.
+//! * write: inside the target only; all-zero chunks left as holes; a file is finished (length,
+//!   `--verify`, metadata with times last) as soon as its last chunk is written, and a
+//!   directory's metadata waits until the batch holding the last thing inside it is complete.
 //!
-//! A blob that cannot be read fails its file (reported with pack and blob) and the restore
-//! goes on with the next one.
+//! A blob that cannot be read fails the files that need it (reported with pack and blob) and
+//! the restore goes on with everything else.
 
+pub mod batch;
 pub mod fetch;
 pub mod plan;
 pub mod unseal;
 pub mod write;
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_repo_format::snapshot::Snapshot;
 use cairn_repo_format::tree::{Node, NodeType};
-use cairn_repo_format::{BlobType, Indexed, RepoError, Repository};
+use cairn_repo_format::{Indexed, RepoError, Repository};
+use crossbeam_channel::bounded;
 
 use crate::filter::Patterns;
 use crate::fsmeta::{apply_metadata, is_root};
-use plan::{Selection, Step};
+use batch::{Batcher, Limits};
+use fetch::Budget;
+use plan::{Planner, Selection, Step};
 use write::Writer;
 
 /// What to restore and where.
@@ -72,123 +87,104 @@ pub enum RestoreError {
     /// Repository failure.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The pipeline's threads could not be started.
+    #[error("cannot start restore threads: {0}")]
+    Threads(io::Error),
 }
 
-/// Reports a problem with one path (relative to the target); the restore goes on.
-pub type Report<'a> = dyn FnMut(&Path, &str) + 'a;
+/// How hard a restore works: threads, batch sizes and memory. [`Default`] suits a local
+/// repository; a cloud store over a long round trip gains from more `connections`.
+#[derive(Clone, Debug)]
+pub struct RestoreTuning {
+    /// Ranged GETs in flight at once (one fetch thread each).
+    pub connections: usize,
+    /// Threads decrypting and checking blobs (0: one per CPU).
+    pub unseal_threads: usize,
+    /// Threads writing file contents and finishing files.
+    pub write_threads: usize,
+    /// Files with content per batch. At most three batches exist at once, and their files
+    /// are open: keep three times this well below the open-file limit (`ulimit -n`).
+    pub batch_files: usize,
+    /// Blob references per batch.
+    pub batch_blobs: usize,
+    /// Neighbouring blobs of a pack at most this far apart are read with one GET (the gap is
+    /// read and dropped).
+    pub max_gap: u64,
+    /// Longest single GET (a larger blob is still read whole).
+    pub max_range: u64,
+    /// Bytes fetched and not yet written, at most (a range holds its share until its last
+    /// blob is written).
+    pub in_flight_bytes: u64,
+}
 
-struct Ctx<'a, 'r> {
+impl Default for RestoreTuning {
+    fn default() -> Self {
+        RestoreTuning {
+            connections: 4,
+            unseal_threads: 0,
+            write_threads: 2,
+            batch_files: 256,
+            batch_blobs: 4096,
+            max_gap: 1 << 20,
+            max_range: 16 << 20,
+            in_flight_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Reports a problem with one path (relative to the target); the restore goes on. Called from
+/// the pipeline's threads, one call at a time.
+pub type Report<'a> = dyn FnMut(&Path, &str) + Send + 'a;
+
+/// What every stage shares: the repository, the options that matter to finishing files, the
+/// counters and the report.
+pub struct Shared<'a, 'r> {
     repo: &'a Repository<Indexed>,
-    writer: Writer,
     as_root: bool,
     verify: bool,
     progress: &'a RestoreProgress,
-    report: &'a mut Report<'r>,
+    report: Mutex<&'a mut Report<'r>>,
 }
 
-impl Ctx<'_, '_> {
-    fn problem(&mut self, rel: &Path, msg: &str) {
+impl Shared<'_, '_> {
+    /// Counts and reports a problem with `rel`.
+    fn problem(&self, rel: &Path, msg: &str) {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
-        (self.report)(rel, msg);
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        (*report)(rel, msg);
     }
 
-    fn meta(&mut self, path: &Path, rel: &Path, node: &Node) {
+    /// Applies `node`'s metadata to `path`, reporting a failure.
+    fn meta(&self, path: &Path, rel: &Path, node: &Node) {
         if let Err(e) = apply_metadata(path, node, self.as_root) {
             self.problem(rel, &format!("metadata: {e}"));
         }
     }
-
-    fn step(&mut self, step: Step<'_>) {
-        match step {
-            Step::Problem { rel, message } => self.problem(rel, &message),
-            Step::EnterDir { rel, .. } => {
-                if let Err(e) = self.writer.dir(rel) {
-                    self.problem(rel, &e.to_string());
-                }
-            }
-            Step::LeaveDir { rel, node } => {
-                self.progress.dirs.fetch_add(1, Ordering::Relaxed);
-                if let (Some(n), Ok(path)) = (node, self.writer.path_of(rel))
-                    && path.is_dir()
-                {
-                    self.meta(&path, rel, n);
-                }
-            }
-            Step::Entry { rel, node } => self.entry(rel, node),
-        }
-    }
-
-    fn entry(&mut self, rel: &Path, node: &Node) {
-        let result = match node.kind {
-            NodeType::File => match self.writer.try_hardlink(rel, node) {
-                Ok(true) => Ok(None),
-                Ok(false) => self.file(rel, node).map(Some),
-                Err(e) => Err(e.to_string()),
-            },
-            _ => self.writer.special(rel, node).map_err(|e| e.to_string()),
-        };
-        match result {
-            Ok(Some(path)) => {
-                self.meta(&path, rel, node);
-                self.writer.record_hardlink(&path, node);
-            }
-            Ok(None) => {}
-            Err(msg) => self.problem(rel, &msg),
-        }
-    }
-
-    /// Writes one file's content; on a bad blob the file is reported and left incomplete.
-    fn file(&mut self, rel: &Path, node: &Node) -> Result<PathBuf, String> {
-        let (path, f) = self.writer.create_file(rel).map_err(|e| e.to_string())?;
-        let mut offset = 0u64;
-        for id in node.content.as_deref().unwrap_or_default() {
-            let data = fetch::fetch(self.repo, BlobType::Data, id)
-                .and_then(|(loc, sealed)| unseal::unseal(self.repo, &loc, &sealed))
-                .map_err(|e| format!("content lost: {e}"))?;
-            write::write_chunk(&f, offset, &data)
-                .map_err(|e| format!("{}: write: {e}", path.display()))?;
-            offset += data.len() as u64;
-            self.progress
-                .bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        f.set_len(offset)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        drop(f);
-        if self.verify {
-            verify_file(self.repo, &path, node).map_err(|e| format!("verification failed: {e}"))?;
-            self.progress.verified.fetch_add(1, Ordering::Relaxed);
-        }
-        self.progress.files.fetch_add(1, Ordering::Relaxed);
-        Ok(path)
-    }
 }
 
-/// Re-reads a restored file and checks each chunk against the snapshot's blob ids.
-fn verify_file(repo: &Repository<Indexed>, path: &Path, node: &Node) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    for id in node.content.as_deref().unwrap_or_default() {
-        let loc = repo.locate(BlobType::Data, id).map_err(|e| e.to_string())?;
-        buf.resize(loc.entry.raw_length as usize, 0);
-        f.read_exact(&mut buf)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if repo.key().blob_id(&buf) != *id {
-            return Err(format!(
-                "{}: content differs from blob {id}",
-                path.display()
-            ));
-        }
-    }
-    let mut extra = [0u8; 1];
-    if f.read(&mut extra).map_err(|e| e.to_string())? != 0 {
-        return Err(format!("{}: longer than in the snapshot", path.display()));
-    }
-    Ok(())
+fn spawn<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    f: impl FnOnce() + Send + 'scope,
+) -> Result<(), RestoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(s, f)
+        .map(drop)
+        .map_err(RestoreError::Threads)
 }
 
-/// Restores `snap` (or its subpath) into the target. Problems with single entries go to
-/// `report` and are counted; the return is an error only when nothing could start.
+/// What `run` restores.
+enum Work {
+    /// A tree, its path in the snapshot (for patterns), and the metadata for the target.
+    Tree(cairn_repo_format::Id, PathBuf, Option<Node>),
+    /// A single non-directory, restored into the target under its name.
+    Single(Node),
+}
+
+/// Restores `snap` (or its subpath) into the target with [`RestoreTuning::default`]. Problems
+/// with single entries go to `report` and are counted; the return is an error only when
+/// nothing could start.
 pub fn run(
     repo: &Repository<Indexed>,
     snap: &Snapshot,
@@ -196,50 +192,112 @@ pub fn run(
     progress: &RestoreProgress,
     report: &mut Report<'_>,
 ) -> Result<(), RestoreError> {
-    let writer = Writer::new(&opts.target).map_err(RestoreError::Target)?;
-    let sel = Selection {
-        include: opts.include.clone(),
-        exclude: opts.exclude.clone(),
-    };
-    let mut ctx = Ctx {
+    run_with(
         repo,
-        writer,
-        as_root: is_root(),
-        verify: opts.verify,
+        snap,
+        opts,
+        &RestoreTuning::default(),
         progress,
         report,
-    };
-    let empty = Path::new("");
-    let (tree, root_meta, snap_prefix) = match opts
+    )
+}
+
+/// [`run`] with explicit threads, batch sizes and memory.
+pub fn run_with(
+    repo: &Repository<Indexed>,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    tuning: &RestoreTuning,
+    progress: &RestoreProgress,
+    report: &mut Report<'_>,
+) -> Result<(), RestoreError> {
+    let writer = Writer::new(&opts.target).map_err(RestoreError::Target)?;
+    let work = match opts
         .subpath
         .as_deref()
         .filter(|s| !s.trim_matches('/').is_empty())
     {
-        None => (snap.tree, snap.root.clone(), PathBuf::from("/")),
+        None => Work::Tree(snap.tree, PathBuf::from("/"), snap.root.clone()),
         Some(sub) => {
             let node = plan::find_subpath(repo, &snap.tree, sub)?
                 .ok_or_else(|| RestoreError::NoSuchPath(sub.into()))?;
             match (node.kind, node.subtree) {
-                (NodeType::Dir, Some(t)) => (t, Some(node), plan::snap_path(sub)),
-                _ => {
-                    // A single non-directory: restore it into the target under its name.
-                    let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&node.name.0));
-                    if Node::name_is_safe(&node.name.0) {
-                        ctx.entry(&rel, &node);
-                    } else {
-                        ctx.problem(&rel, "refusing unsafe name");
-                    }
-                    return Ok(());
-                }
+                (NodeType::Dir, Some(t)) => Work::Tree(t, plan::snap_path(sub), Some(node)),
+                _ => Work::Single(node),
             }
         }
     };
-    let included = opts.include.is_empty();
-    let mut f = |s: Step<'_>| ctx.step(s);
-    plan::walk_tree(repo, &tree, &snap_prefix, empty, &sel, included, &mut f)?;
-    if let Some(n) = root_meta {
-        let target = ctx.writer.target().to_path_buf();
-        ctx.meta(&target, empty, &n);
-    }
-    Ok(())
+    let shared = Shared {
+        repo,
+        as_root: is_root(),
+        verify: opts.verify,
+        progress,
+        report: Mutex::new(report),
+    };
+    let sel = Selection {
+        include: opts.include.clone(),
+        exclude: opts.exclude.clone(),
+    };
+    let t = tuning;
+    let limits = Limits {
+        files: t.batch_files.max(1),
+        blobs: t.batch_blobs.max(1),
+        max_gap: t.max_gap,
+        max_range: t.max_range.max(1),
+    };
+    let unseal_threads = match t.unseal_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let budget = Budget::new(t.in_flight_bytes);
+    std::thread::scope(|s| {
+        let shared = &shared;
+        let budget = &budget;
+        let (fetch_tx, fetch_rx) = bounded(limits.blobs.min(1024));
+        let (unseal_tx, unseal_rx) = bounded(2 * unseal_threads);
+        let (write_tx, write_rx) = bounded(64);
+        for _ in 0..t.connections.max(1) {
+            let (rx, tx) = (fetch_rx.clone(), unseal_tx.clone());
+            spawn(s, "cairn-fetch", move || {
+                fetch::worker(shared, budget, rx, tx)
+            })?;
+        }
+        for _ in 0..unseal_threads {
+            let (rx, tx) = (unseal_rx.clone(), write_tx.clone());
+            spawn(s, "cairn-unseal", move || unseal::worker(shared, rx, tx))?;
+        }
+        for _ in 0..t.write_threads.max(1) {
+            let rx = write_rx.clone();
+            spawn(s, "cairn-write", move || write::worker(shared, rx))?;
+        }
+        drop((fetch_rx, unseal_tx, unseal_rx, write_tx, write_rx));
+
+        let mut planner = Planner::new(shared, writer, Batcher::new(limits, fetch_tx));
+        let empty = Path::new("");
+        let result = match work {
+            Work::Single(node) => {
+                let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&node.name.0));
+                if Node::name_is_safe(&node.name.0) {
+                    planner.entry(&rel, &node);
+                } else {
+                    shared.problem(&rel, "refusing unsafe name");
+                }
+                planner.finish();
+                return Ok(());
+            }
+            Work::Tree(tree, prefix, root_meta) => {
+                let included = opts.include.is_empty();
+                let mut f = |step: Step<'_>| planner.step(step);
+                let walked = plan::walk_tree(repo, &tree, &prefix, empty, &sel, included, &mut f);
+                let writer = planner.finish();
+                if walked.is_ok()
+                    && let Some(n) = root_meta
+                {
+                    shared.meta(writer.target(), empty, &n);
+                }
+                walked
+            }
+        };
+        result.map(|_| ()).map_err(RestoreError::from)
+    })
 }

@@ -1,12 +1,24 @@
 //! Plan stage: walks the snapshot's trees depth-first (one tree per level in memory, never the
 //! whole snapshot), applies the subpath and the include/exclude patterns, refuses unsafe names,
 //! and emits what to create, in order: a directory before its entries, its metadata after them.
+//!
+//! The [`Planner`] carries the steps out on the caller's thread, in order: it creates
+//! directories, symlinks, device nodes, fifos and hard links, creates each regular file empty
+//! (and keeps it open), locates the file's blobs in the index and hands them to the batch
+//! stage. What must wait for file contents, a directory's metadata or a hard link to a file
+//! still being written, is deferred to the batch and run when the batch is complete.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use cairn_repo_format::tree::{Node, NodeType};
-use cairn_repo_format::{Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{BlobType, Id, Indexed, RepoError, Repository};
 
+use super::Shared;
+use super::batch::{After, Batcher, FileState, Outcome, Status};
+use super::write::Writer;
 use crate::filter::Patterns;
 
 /// One step of a restore.
@@ -184,4 +196,182 @@ pub fn snap_path(subpath: &str) -> PathBuf {
         p.push(c);
     }
     p
+}
+
+/// (device, inode) of a multiply-linked file: later names of it become hard links.
+fn hardlink_key(node: &Node) -> Option<(u64, u64)> {
+    (node.kind == NodeType::File && node.links >= 2 && node.inode != 0)
+        .then_some((node.device, node.inode))
+}
+
+/// Carries out the steps of the walk, in order: creates directories, special files, symlinks,
+/// hard links and (empty, open) regular files, and hands file contents to the [`Batcher`].
+pub struct Planner<'s, 'a, 'r> {
+    shared: &'s Shared<'a, 'r>,
+    writer: Writer,
+    batcher: Batcher,
+    /// (device, inode) of multiply-linked files restored in this run → their first name.
+    hardlinks: HashMap<(u64, u64), (PathBuf, Arc<Outcome>)>,
+}
+
+impl<'s, 'a, 'r> Planner<'s, 'a, 'r> {
+    /// A planner writing with `writer` and batching into `batcher`.
+    pub fn new(shared: &'s Shared<'a, 'r>, writer: Writer, batcher: Batcher) -> Self {
+        Planner {
+            shared,
+            writer,
+            batcher,
+            hardlinks: HashMap::new(),
+        }
+    }
+
+    /// Carries out one step of the walk.
+    pub fn step(&mut self, step: Step<'_>) {
+        match step {
+            Step::Problem { rel, message } => self.shared.problem(rel, &message),
+            Step::EnterDir { rel, .. } => {
+                if let Err(e) = self.writer.dir(rel) {
+                    self.shared.problem(rel, &e.to_string());
+                }
+            }
+            Step::LeaveDir { rel, node } => {
+                self.shared.progress.dirs.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = node {
+                    self.defer(After::DirMeta {
+                        rel: rel.to_path_buf(),
+                        node: Box::new(n.clone()),
+                    });
+                }
+            }
+            Step::Entry { rel, node } => self.entry(rel, node),
+        }
+    }
+
+    /// Creates one non-directory entry (a file's content follows through the batches).
+    pub fn entry(&mut self, rel: &Path, node: &Node) {
+        if node.kind == NodeType::File {
+            return self.file(rel, node);
+        }
+        match self.writer.special(rel, node) {
+            Ok(Some(path)) => self.shared.meta(&path, rel, node),
+            Ok(None) => {}
+            Err(e) => self.shared.problem(rel, &e.to_string()),
+        }
+    }
+
+    fn file(&mut self, rel: &Path, node: &Node) {
+        let key = hardlink_key(node);
+        if let Some((first, outcome)) = key.and_then(|k| self.hardlinks.get(&k)) {
+            match outcome.get() {
+                Status::Ok => {
+                    if let Err(e) = self.writer.link(rel, first) {
+                        self.shared.problem(rel, &e.to_string());
+                    }
+                    return;
+                }
+                Status::Pending => {
+                    let step = After::Link {
+                        rel: rel.to_path_buf(),
+                        first: first.clone(),
+                        outcome: outcome.clone(),
+                    };
+                    return self.defer(step);
+                }
+                // The first name could not be restored: this one gets its own attempt.
+                Status::Failed => {}
+            }
+        }
+        if self.batcher.files_full() {
+            self.flush();
+        }
+        let (path, f) = match self.writer.create_file(rel) {
+            Ok(x) => x,
+            Err(e) => return self.shared.problem(rel, &e.to_string()),
+        };
+        let content = node.content.as_deref().unwrap_or_default();
+        let state = FileState::new(rel.to_path_buf(), path, node.clone(), f, content.len());
+        if let Some(k) = key {
+            self.hardlinks
+                .insert(k, (state.path.clone(), state.outcome.clone()));
+        }
+        if !content.is_empty() {
+            self.batcher.current().add_file();
+        }
+        let mut offset = 0u64;
+        for (i, id) in content.iter().enumerate() {
+            if self.batcher.blobs_full() {
+                self.flush();
+            }
+            match self.shared.repo.locate(BlobType::Data, id) {
+                Ok(loc) => {
+                    self.batcher.current().add_chunk(loc, &state, offset);
+                    offset += loc.entry.raw_length as u64;
+                }
+                Err(e) => {
+                    // Without this blob's length the rest cannot be placed: the file is lost.
+                    state.fail(self.shared, format!("content lost: {e}"));
+                    state.release(self.shared, content.len() - i);
+                    break;
+                }
+            }
+        }
+        state.set_size(offset);
+        // The plan's own reference: a file without content is finished right here.
+        state.release(self.shared, 1);
+    }
+
+    fn defer(&mut self, step: After) {
+        if self.batcher.files_full() {
+            self.flush();
+        }
+        self.batcher.current().defer(step);
+    }
+
+    fn flush(&mut self) {
+        let after = self.batcher.flush();
+        run_after(self.shared, &self.writer, after);
+    }
+
+    /// Dispatches what is left, waits for every file, runs the last deferred steps and returns
+    /// the writer.
+    pub fn finish(self) -> Writer {
+        let after = self.batcher.finish();
+        run_after(self.shared, &self.writer, after);
+        self.writer
+    }
+}
+
+/// Runs deferred steps whose batch is complete.
+fn run_after(shared: &Shared<'_, '_>, writer: &Writer, after: Vec<After>) {
+    for step in after {
+        match step {
+            After::DirMeta { rel, node } => {
+                if let Ok(path) = writer.path_of(&rel)
+                    && path.is_dir()
+                {
+                    shared.meta(&path, &rel, &node);
+                }
+            }
+            After::Link {
+                rel,
+                first,
+                outcome,
+            } => match outcome.get() {
+                Status::Ok => {
+                    if let Err(e) = writer.link(&rel, &first) {
+                        shared.problem(&rel, &e.to_string());
+                    }
+                }
+                // The first name's error names the lost pack and blob; repeat it for this name.
+                Status::Failed | Status::Pending => {
+                    let why = outcome.error().unwrap_or("not restored");
+                    let message = format!(
+                        "{why} (a hard link to {}, which was not restored)",
+                        first.display()
+                    );
+                    shared.problem(&rel, &message);
+                }
+            },
+        }
+    }
 }

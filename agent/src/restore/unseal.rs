@@ -1,14 +1,82 @@
-//! Unseal stage: decrypts, decompresses and re-hashes a fetched blob; an error names the pack
-//! and the blob.
+//! Unseal stage: decrypts, decompresses and re-hashes each fetched blob once, on several
+//! threads, and hands its plaintext to the write stage for every place it goes (a blob shared
+//! by many files or offsets is opened once). An error names the pack and the blob and fails
+//! every file that needed it.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use cairn_repo_format::index::BlobLocation;
 use cairn_repo_format::{Indexed, RepoError, Repository};
+use crossbeam_channel::{Receiver, Sender};
+
+use super::Shared;
+use super::batch::Dest;
+use super::fetch::{Permit, lose};
+use super::write::WriteJob;
+
+/// A fetched blob and where its plaintext goes.
+pub struct UnsealJob<'b> {
+    /// Where it was read from.
+    pub loc: BlobLocation,
+    /// Its sealed bytes (a slice of the ranged read).
+    pub sealed: Bytes,
+    /// Files and offsets.
+    pub dests: Vec<Dest>,
+    /// The read's share of the in-flight budget.
+    pub permit: Arc<Permit<'b>>,
+}
+
+/// A blob's verified plaintext.
+pub struct Plain {
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// All zeros: written as a hole.
+    pub zero: bool,
+}
 
 /// The verified plaintext of a fetched blob.
 pub fn unseal(
     repo: &Repository<Indexed>,
     loc: &BlobLocation,
     sealed: &[u8],
-) -> Result<Vec<u8>, RepoError> {
-    repo.open_located_blob(loc, sealed)
+) -> Result<Plain, RepoError> {
+    let data = repo.open_located_blob(loc, sealed)?;
+    let zero = data.iter().all(|&b| b == 0);
+    Ok(Plain { data, zero })
+}
+
+/// The unseal thread: opens blobs until the channel closes.
+pub fn worker<'b>(
+    shared: &Shared<'_, '_>,
+    jobs: Receiver<UnsealJob<'b>>,
+    write: Sender<WriteJob<'b>>,
+) {
+    for job in jobs {
+        let UnsealJob {
+            loc,
+            sealed,
+            dests,
+            permit,
+        } = job;
+        let plain = unseal(shared.repo, &loc, &sealed);
+        drop(sealed);
+        match plain {
+            Ok(plain) => {
+                let data = Arc::new(plain);
+                for dest in dests {
+                    let job = WriteJob {
+                        data: data.clone(),
+                        dest,
+                        permit: permit.clone(),
+                    };
+                    if write.send(job).is_err() {
+                        // The write stage is gone (a worker panicked): nothing more to do.
+                        return;
+                    }
+                }
+            }
+            Err(e) => lose(shared, dests, &e),
+        }
+    }
 }

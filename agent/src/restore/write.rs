@@ -1,25 +1,37 @@
-//! Write stage: creates entries inside the target without ever leaving it. Every path is the
-//! target joined with names that the plan checked (no `..`, no `/`); every existing component
-//! on the way is checked with `lstat` and must be a real directory, so a symlink already in the
-//! target is never followed; files are created with `O_EXCL | O_NOFOLLOW` after removing what
-//! was there. File content is written at offsets, skipping all-zero chunks, so sparse files
-//! stay sparse.
+//! Write stage: creates entries inside the target without ever leaving it, writes file contents
+//! on several threads, and finishes each file when its last chunk is in.
+//!
+//! * [`Writer`] (used by the plan, in order): every path is the target joined with names that
+//!   the plan checked (no `..`, no `/`); every existing component on the way is checked with
+//!   `lstat` and must be a real directory, so a symlink already in the target is never
+//!   followed; files are created with `O_EXCL | O_NOFOLLOW` after removing what was there, and
+//!   stay open for the write threads.
+//! * [`worker`]: writes each chunk with `pwrite` at its offset in the open file, skipping
+//!   all-zero chunks, so sparse files stay sparse.
+//! * [`finish_file`]: when a file's last chunk is written, sets its length, re-reads it against
+//!   the snapshot with `--verify`, and applies its metadata (times last).
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use cairn_repo_format::tree::{Node, NodeType};
+use cairn_repo_format::{BlobType, Indexed, Repository};
+use crossbeam_channel::Receiver;
+
+use super::Shared;
+use super::batch::{Dest, FileState};
+use super::fetch::Permit;
+use super::unseal::Plain;
 
 /// Creates entries below one target directory.
 pub struct Writer {
     target: PathBuf,
-    /// (device, inode) of restored multiply-linked files → where the first one went.
-    hardlinks: HashMap<(u64, u64), PathBuf>,
 }
 
 fn err(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -33,10 +45,7 @@ impl Writer {
         let target = target
             .canonicalize()
             .map_err(|e| err(target, "cannot resolve target", e))?;
-        Ok(Writer {
-            target,
-            hardlinks: HashMap::new(),
-        })
+        Ok(Writer { target })
     }
 
     /// The target directory.
@@ -92,29 +101,12 @@ impl Writer {
         Ok(path)
     }
 
-    /// If `node` is a file already restored under another name in this run, links it there
-    /// and returns true.
-    pub fn try_hardlink(&mut self, rel: &Path, node: &Node) -> io::Result<bool> {
-        if node.kind != NodeType::File || node.links < 2 || node.inode == 0 {
-            return Ok(false);
-        }
-        let Some(first) = self.hardlinks.get(&(node.device, node.inode)) else {
-            return Ok(false);
-        };
+    /// Makes `rel` another name of the file at `first`.
+    pub fn link(&self, rel: &Path, first: &Path) -> io::Result<()> {
         let path = self.path_of(rel)?;
         self.ensure_parents(rel)?;
         self.clear(&path)?;
-        std::fs::hard_link(first, &path).map_err(|e| err(&path, "cannot link", e))?;
-        Ok(true)
-    }
-
-    /// Remembers a restored multiply-linked file.
-    pub fn record_hardlink(&mut self, path: &Path, node: &Node) {
-        if node.kind == NodeType::File && node.links >= 2 && node.inode != 0 {
-            self.hardlinks
-                .entry((node.device, node.inode))
-                .or_insert_with(|| path.to_path_buf());
-        }
+        std::fs::hard_link(first, &path).map_err(|e| err(&path, "cannot link", e))
     }
 
     /// Creates a new, empty regular file at `rel`.
@@ -200,6 +192,94 @@ pub fn write_chunk(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
         return Ok(());
     }
     f.write_all_at(data, offset)
+}
+
+/// A blob's plaintext and one place it goes.
+pub struct WriteJob<'b> {
+    /// The plaintext (shared by every place the blob goes).
+    pub data: Arc<Plain>,
+    /// File and offset.
+    pub dest: Dest,
+    /// The read's share of the in-flight budget, returned when its last blob is written.
+    pub permit: Arc<Permit<'b>>,
+}
+
+/// The write thread: writes chunks until the channel closes, finishing files as their last
+/// chunk goes in.
+pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<WriteJob<'_>>) {
+    for job in jobs {
+        let WriteJob { data, dest, permit } = job;
+        let file = &dest.file;
+        if !file.is_failed() {
+            let written = if data.zero {
+                Ok(())
+            } else {
+                file.file.write_all_at(&data.data, dest.offset)
+            };
+            match written {
+                Ok(()) => {
+                    shared
+                        .progress
+                        .bytes
+                        .fetch_add(data.data.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => file.fail(shared, format!("{}: write: {e}", file.path.display())),
+            }
+        }
+        drop(data);
+        dest.finish(shared);
+        drop(permit);
+    }
+}
+
+/// Finishes a file whose chunks are all written (or failed): length (trailing holes), then
+/// `--verify`, then metadata with times last. A failed file gets no metadata.
+pub fn finish_file(shared: &Shared<'_, '_>, f: &FileState) {
+    let ok = finish(shared, f);
+    f.set_outcome(ok);
+}
+
+fn finish(shared: &Shared<'_, '_>, f: &FileState) -> bool {
+    if f.is_failed() {
+        return false;
+    }
+    if let Err(e) = f.file.set_len(f.size()) {
+        f.fail(shared, format!("{}: {e}", f.path.display()));
+        return false;
+    }
+    if shared.verify {
+        if let Err(e) = verify_file(shared.repo, &f.path, &f.node) {
+            f.fail(shared, format!("verification failed: {e}"));
+            return false;
+        }
+        shared.progress.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    shared.progress.files.fetch_add(1, Ordering::Relaxed);
+    shared.meta(&f.path, &f.rel, &f.node);
+    true
+}
+
+/// Re-reads a restored file and checks each chunk against the snapshot's blob ids.
+pub fn verify_file(repo: &Repository<Indexed>, path: &Path, node: &Node) -> Result<(), String> {
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    for id in node.content.as_deref().unwrap_or_default() {
+        let loc = repo.locate(BlobType::Data, id).map_err(|e| e.to_string())?;
+        buf.resize(loc.entry.raw_length as usize, 0);
+        f.read_exact(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if repo.key().blob_id(&buf) != *id {
+            return Err(format!(
+                "{}: content differs from blob {id}",
+                path.display()
+            ));
+        }
+    }
+    let mut extra = [0u8; 1];
+    if f.read(&mut extra).map_err(|e| e.to_string())? != 0 {
+        return Err(format!("{}: longer than in the snapshot", path.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
