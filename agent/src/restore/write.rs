@@ -11,6 +11,7 @@
 //! * [`finish_file`]: when a file's last chunk is written, sets its length, re-reads it against
 //!   the snapshot with `--verify`, and applies its metadata (times last).
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -32,6 +33,11 @@ use super::unseal::Plain;
 /// Creates entries below one target directory.
 pub struct Writer {
     target: PathBuf,
+    /// A directory (relative to the target) that this writer made sure of in this run, with
+    /// every directory above it: each was checked with `lstat` to be a real directory, or
+    /// created. Paths below it need no new checks (the restore never removes a directory), which
+    /// spares every file of a directory the `lstat` of each component on its way.
+    checked: RefCell<PathBuf>,
 }
 
 fn err(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -45,7 +51,10 @@ impl Writer {
         let target = target
             .canonicalize()
             .map_err(|e| err(target, "cannot resolve target", e))?;
-        Ok(Writer { target })
+        Ok(Writer {
+            target,
+            checked: RefCell::new(PathBuf::new()),
+        })
     }
 
     /// The target directory.
@@ -66,13 +75,31 @@ impl Writer {
 
     /// Makes sure every directory on the way to `rel` exists and is a real directory.
     fn ensure_parents(&self, rel: &Path) -> io::Result<()> {
+        match rel.parent() {
+            Some(parent) => self.ensure_dirs(parent),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes sure `rel` and every directory above it exist and are real directories, checking
+    /// only those not already checked in this run.
+    fn ensure_dirs(&self, rel: &Path) -> io::Result<()> {
+        let checked = self.checked.borrow().clone();
+        if checked.starts_with(rel) {
+            return Ok(());
+        }
         let mut p = self.target.clone();
-        if let Some(parent) = rel.parent() {
-            for c in parent.components() {
-                p.push(c);
+        let mut so_far = PathBuf::new();
+        let mut known = true;
+        for c in rel.components() {
+            p.push(c);
+            so_far.push(c);
+            known = known && checked.starts_with(&so_far);
+            if !known {
                 ensure_dir(&p)?;
             }
         }
+        *self.checked.borrow_mut() = rel.to_path_buf();
         Ok(())
     }
 
@@ -96,8 +123,7 @@ impl Writer {
     /// Creates (or reuses) the directory at `rel`.
     pub fn dir(&self, rel: &Path) -> io::Result<PathBuf> {
         let path = self.path_of(rel)?;
-        self.ensure_parents(rel)?;
-        ensure_dir(&path)?;
+        self.ensure_dirs(rel)?;
         Ok(path)
     }
 
@@ -109,18 +135,27 @@ impl Writer {
         std::fs::hard_link(first, &path).map_err(|e| err(&path, "cannot link", e))
     }
 
-    /// Creates a new, empty regular file at `rel`.
+    /// Creates a new, empty regular file at `rel` (whatever non-directory was there is
+    /// replaced; `O_EXCL` never follows a symlink, so one standing there is removed, not used).
     pub fn create_file(&self, rel: &Path) -> io::Result<(PathBuf, File)> {
         let path = self.path_of(rel)?;
         self.ensure_parents(rel)?;
-        self.clear(&path)?;
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| err(&path, "cannot create", e))?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let f = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.clear(&path)?;
+                create()
+            }
+            r => r,
+        }
+        .map_err(|e| err(&path, "cannot create", e))?;
         Ok((path, f))
     }
 
