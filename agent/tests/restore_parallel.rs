@@ -91,7 +91,7 @@ fn write(path: &Path, data: &[u8]) {
 }
 
 /// Many small files in nested directories, a few large ones, files with identical content, an
-/// empty file, a sparse file, a hard link pair, distinct modes and times everywhere.
+/// empty file, sparse files, a hard link pair, distinct modes and times everywhere.
 fn build_tree(src: &Path) -> usize {
     let mut files = 0;
     for d in 0..6 {
@@ -117,9 +117,13 @@ fn build_tree(src: &Path) -> usize {
     let mut sparse = vec![0u8; 600_000];
     sparse.extend_from_slice(b"tail");
     write(&src.join("sparse"), &sparse);
+    // Ends in a hole: only setting the length makes it whole.
+    let mut hole_at_end = random_bytes(11, 5000);
+    hole_at_end.resize(700_000, 0);
+    write(&src.join("hole-at-end"), &hole_at_end);
     write(&src.join("links/first"), &random_bytes(10, 50_000));
     std::fs::hard_link(src.join("links/first"), src.join("links/second")).unwrap();
-    files += 4 + 10 + 2 + 2;
+    files += 4 + 10 + 3 + 2;
 
     // Modes and times, deepest first so creating entries does not change them again.
     let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(src)

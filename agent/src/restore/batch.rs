@@ -86,6 +86,8 @@ pub struct FileState {
     /// Chunks not yet written (or failed), plus one while the plan is still scheduling.
     remaining: AtomicUsize,
     failed: AtomicBool,
+    /// The last chunk was written (not a hole), so the file already has its full length.
+    tail_written: AtomicBool,
     /// Shared with the hard-link table.
     pub outcome: Arc<Outcome>,
 }
@@ -102,6 +104,7 @@ impl FileState {
             size: OnceLock::new(),
             remaining: AtomicUsize::new(chunks + 1),
             failed: AtomicBool::new(false),
+            tail_written: AtomicBool::new(false),
             outcome: Arc::new(Outcome::default()),
         })
     }
@@ -127,6 +130,19 @@ impl FileState {
     /// The final length.
     pub fn size(&self) -> u64 {
         self.size.get().copied().unwrap_or(0)
+    }
+
+    /// Records that `len` bytes of data (not a hole) were written at `offset`.
+    pub fn written(&self, offset: u64, len: u64) {
+        // The size is set before the batch holding the last chunk is dispatched.
+        if len > 0 && offset + len == self.size() {
+            self.tail_written.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the file's length must still be set (it ends in a hole).
+    pub fn needs_length(&self) -> bool {
+        self.size() > 0 && !self.tail_written.load(Ordering::Acquire)
     }
 
     /// Marks `n` of the file's references done (chunks written or failed, or the plan's own);

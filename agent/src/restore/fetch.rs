@@ -2,9 +2,10 @@
 //! neighbouring blobs of one pack), slicing the blobs out of it without copying and passing
 //! them to the unseal stage.
 //!
-//! Memory: a thread takes a share of the in-flight [`Budget`] (the range's length) before its
-//! GET, and the share is returned only when every blob of the range has been written, so the
-//! fetched and decrypted bytes held at once are bounded whatever the snapshot.
+//! Memory: a thread takes a share of the in-flight [`Budget`] before its GET, the range's length
+//! plus the plaintext lengths of its blobs, and the share is returned only when every blob of
+//! the range has been written, so the fetched and decrypted bytes held at once stay within the
+//! budget whatever the snapshot (a single range larger than the budget waits for all of it).
 //!
 //! A range that cannot be read is narrowed down so that each blob gets its own verdict: a
 //! missing pack loses all its blobs, a truncated one only those past its end (the others are
@@ -78,7 +79,13 @@ pub fn worker<'b>(
     unseal: Sender<UnsealJob<'b>>,
 ) {
     for req in requests {
-        let permit = Arc::new(budget.acquire(req.end - req.start));
+        // The range and the plaintexts of its blobs, all held until its last blob is written.
+        let raw: u64 = req
+            .blobs
+            .iter()
+            .map(|b| b.loc.entry.raw_length as u64)
+            .sum();
+        let permit = Arc::new(budget.acquire(req.end - req.start + raw));
         let locs: Vec<BlobLocation> = req.blobs.iter().map(|b| b.loc).collect();
         let results = fetch_range(shared.repo, &req.pack, req.start, req.end, &locs);
         for (blob, result) in req.blobs.into_iter().zip(results) {
@@ -207,5 +214,34 @@ pub fn fetch_range(
             .iter()
             .map(|loc| Err(corrupt(loc, format!("cannot read: {e}"))))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_counts_shares_and_caps_one_oversized_request() {
+        let b = Budget::new(100);
+        let first = b.acquire(30);
+        let second = b.acquire(50);
+        assert_eq!(b.used(), 80);
+        drop(first);
+        assert_eq!(b.used(), 50);
+        drop(second);
+        // Larger than the whole budget: takes all of it rather than waiting forever.
+        let big = b.acquire(1_000);
+        assert_eq!(b.used(), 100);
+        drop(big);
+        assert_eq!(b.used(), 0);
+        // A waiter proceeds once enough is returned.
+        let held = b.acquire(90);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| drop(b.acquire(20)));
+            drop(held);
+            waiter.join().unwrap();
+        });
+        assert_eq!(b.used(), 0);
     }
 }

@@ -249,7 +249,11 @@ pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<WriteJob<'_>>) {
             let written = if data.zero {
                 Ok(())
             } else {
-                file.file.write_all_at(&data.data, dest.offset)
+                let w = file.file.write_all_at(&data.data, dest.offset);
+                if w.is_ok() {
+                    file.written(dest.offset, data.data.len() as u64);
+                }
+                w
             };
             match written {
                 Ok(()) => {
@@ -278,7 +282,10 @@ fn finish(shared: &Shared<'_, '_>, f: &FileState) -> bool {
     if f.is_failed() {
         return false;
     }
-    if let Err(e) = f.file.set_len(f.size()) {
+    // A new file is as long as its last written chunk: only a trailing hole needs the length.
+    if f.needs_length()
+        && let Err(e) = f.file.set_len(f.size())
+    {
         f.fail(shared, format!("{}: {e}", f.path.display()));
         return false;
     }
