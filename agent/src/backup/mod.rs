@@ -382,6 +382,7 @@ pub fn run(
         tree,
         root: root_node.map(strip_root),
         parent: parent.map(|(id, _)| id),
+        original: None,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
     };

@@ -82,7 +82,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
             )
         })?;
     }
-    let repo = ctx.open_indexed()?;
+    let repo = cairn_agent::lock::index_for_backup(ctx.open()?)?;
     let mut opts = options(&a, &repo)?;
     let show = out.progress();
     opts.scan = show;
