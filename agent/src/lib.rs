@@ -13,6 +13,7 @@ pub mod location;
 pub mod lock;
 pub mod prune;
 pub mod reach;
+pub mod repair;
 pub mod restore;
 pub mod select;
 

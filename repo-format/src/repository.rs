@@ -484,6 +484,18 @@ impl<S> Repository<S> {
         )
     }
 
+    /// Stores a pack under its id (create-only; the same name means the same bytes, so an
+    /// existing one is success).
+    pub fn save_pack(&self, id: &Id, bytes: Vec<u8>) -> Result<()> {
+        match self
+            .backend()
+            .put(&FileKind::Pack.path(id), Bytes::from(bytes))
+        {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Stores a condemned list.
     pub fn save_condemned<'a>(
         &self,

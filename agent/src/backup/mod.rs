@@ -24,6 +24,7 @@ pub mod chunk;
 pub mod pack;
 pub mod read;
 pub mod seal;
+pub mod stdin;
 pub mod tree;
 pub mod upload;
 pub mod walk;

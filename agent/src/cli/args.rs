@@ -57,6 +57,27 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Add, remove or set tags on snapshots (writes new snapshots, removes the old ones).
     Tag(TagArgs),
+    /// Repair a damaged repository: rebuild the index, or drop references to lost data.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+/// `repair`
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own headers (after index files were lost or damaged).
+    Index,
+    /// Write copies of snapshots without the files whose data is lost (originals are kept).
+    Snapshots {
+        /// Snapshots to repair (ids or prefixes); default all.
+        snapshots: Vec<String>,
+        /// Remove the damaged originals once their repaired copies are stored.
+        #[arg(long)]
+        forget: bool,
+        /// Show what would be dropped; write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
 }
 
 /// `check`
@@ -245,8 +266,14 @@ pub struct FilterArgs {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
     pub paths: Vec<PathBuf>,
+    /// Back up what is read from standard input, as one file (e.g. `pg_dump db | cairn backup --stdin`).
+    #[arg(long)]
+    pub stdin: bool,
+    /// The file name for --stdin.
+    #[arg(long, default_value = "stdin", requires = "stdin", value_name = "NAME")]
+    pub stdin_filename: String,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,

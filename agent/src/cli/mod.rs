@@ -11,6 +11,7 @@ mod key;
 mod ls;
 mod progress;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod tag;
@@ -78,6 +79,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Key(a) => key::run(&ctx, &out, a),
         Command::Unlock(a) => unlock::run(&ctx, &out, a),
         Command::Tag(a) => tag::run(&ctx, &out, a),
+        Command::Repair(a) => repair::run(&ctx, &out, a),
     }
 }
 
