@@ -179,11 +179,13 @@ pub fn run(
     let listed = inventory::list_packs(&repo)?;
     r.summary.packs = listed.len() as u64;
 
-    // How many entries each pack has in the index (main and condemned).
+    // How many entries each pack has in the index (main or condemned: a condemned pack that
+    // a running backup indexed again is in both, with the same entries).
     let mut expected: HashMap<Id, u32> = HashMap::new();
     for index in [repo.index(), repo.pending()] {
         for (n, (count, _)) in inventory::pack_usage(index).into_iter().enumerate() {
-            *expected.entry(index.packs()[n]).or_default() += count;
+            let e = expected.entry(index.packs()[n]).or_default();
+            *e = (*e).max(count);
         }
     }
     let mut missing: Vec<(&Id, &u32)> = expected

@@ -367,15 +367,15 @@ impl<S> Repository<S> {
     /// Removes key file `id`. Refuses the key in use and the last key, so that the repository
     /// always stays openable.
     pub fn remove_key(&self, id: &Id) -> Result<(), KeyRemoveError> {
-        if id == self.key_id() {
-            return Err(KeyRemoveError::InUse(*id));
-        }
         let ids = self.ids(FileKind::Key)?;
         if !ids.contains(id) {
             return Err(KeyRemoveError::NoSuchKey(*id));
         }
         if ids.len() <= 1 {
             return Err(KeyRemoveError::Last(*id));
+        }
+        if id == self.key_id() {
+            return Err(KeyRemoveError::InUse(*id));
         }
         self.backend()
             .delete(&FileKind::Key.path(id))
