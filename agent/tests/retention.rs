@@ -28,7 +28,11 @@ fn history() -> Vec<(Id, Snapshot)> {
     let mut t = at(2024, 1, 1, 0);
     let mut n: u32 = 0;
     while t <= at(2025, 12, 31, 18) {
-        let tags: &[&str] = if n % 100 == 0 { &["keep"] } else { &[] };
+        let tags: &[&str] = if n.is_multiple_of(100) {
+            &["keep"]
+        } else {
+            &[]
+        };
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&n.to_be_bytes());
         out.push((Id(id), snap(t, tags, "node-a")));
@@ -153,8 +157,10 @@ fn unlimited_daily_keeps_one_per_day_of_the_whole_history() {
 
 #[test]
 fn keep_within_counts_back_from_the_newest_snapshot() {
-    let mut p = Policy::default();
-    p.within = Some("2d".parse::<Span>().unwrap());
+    let p = Policy {
+        within: Some("2d".parse::<Span>().unwrap()),
+        ..Default::default()
+    };
     // Newer than 2025-12-29 18:00 (exclusive).
     let expected = set([
         at(2025, 12, 30, 0),
@@ -183,15 +189,17 @@ fn keep_within_counts_back_from_the_newest_snapshot() {
 
 #[test]
 fn keep_tag_keeps_every_tagged_snapshot() {
-    let mut p = Policy::default();
-    p.tags = vec![vec!["keep".into()]];
+    let p = Policy {
+        tags: vec![vec!["keep".into()]],
+        ..Default::default()
+    };
     let all = history();
     let expected: BTreeSet<_> = all
         .iter()
         .filter(|(_, s)| s.tags.contains(&"keep".to_string()))
         .map(|(_, s)| s.time)
         .collect();
-    assert_eq!(expected.len(), (all.len() + 99) / 100);
+    assert_eq!(expected.len(), all.len().div_ceil(100));
     assert_eq!(kept(&p), expected);
 }
 
