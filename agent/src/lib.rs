@@ -4,8 +4,31 @@
 //! lives only behind a command line.
 
 pub mod backup;
+pub mod check;
 pub mod filter;
+pub mod forget;
 pub mod fsmeta;
+pub mod inventory;
 pub mod location;
+pub mod lock;
+pub mod prune;
+pub mod reach;
+pub mod repair;
 pub mod restore;
 pub mod select;
+
+/// A byte count for people: `512 B`, `1.500 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.3} {}", UNITS[u])
+    }
+}

@@ -34,7 +34,7 @@ pub fn encode_index_file<'a>(
 /// A malformed index file payload.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed index payload: {0}")]
-pub struct IndexFormatError(&'static str);
+pub struct IndexFormatError(pub(crate) &'static str);
 
 /// Decodes an index file payload, calling `f` once per pack with its entries.
 pub fn decode_index_file(
@@ -137,14 +137,26 @@ impl IndexBuilder {
 impl Index {
     /// Where blob (`ty`, `id`) is stored, if indexed.
     pub fn lookup(&self, ty: BlobType, id: &Id) -> Option<BlobLocation> {
-        let i = self
-            .slots
-            .binary_search_by(|s| (s.id, s.ty).cmp(&(*id, ty)))
-            .ok()?;
-        let s = &self.slots[i];
+        let (pack, entry) = self.entry_at(self.position(ty, id)?);
         Some(BlobLocation {
-            pack: self.packs[s.pack as usize],
-            entry: PackEntry {
+            pack: self.packs[pack as usize],
+            entry,
+        })
+    }
+
+    /// The position of blob (`ty`, `id`) in the sorted entry array (for per-blob bit sets).
+    pub fn position(&self, ty: BlobType, id: &Id) -> Option<usize> {
+        self.slots
+            .binary_search_by(|s| (s.id, s.ty).cmp(&(*id, ty)))
+            .ok()
+    }
+
+    /// The entry at `position`: its pack's number (an index into [`Index::packs`]) and entry.
+    pub fn entry_at(&self, position: usize) -> (u32, PackEntry) {
+        let s = &self.slots[position];
+        (
+            s.pack,
+            PackEntry {
                 ty: s.ty,
                 compression: s.compression,
                 id: s.id,
@@ -152,7 +164,12 @@ impl Index {
                 length: s.length,
                 raw_length: s.raw_length,
             },
-        })
+        )
+    }
+
+    /// The packs entries refer to, by number.
+    pub fn packs(&self) -> &[Id] {
+        &self.packs
     }
 
     /// Whether blob (`ty`, `id`) is indexed.

@@ -15,6 +15,10 @@ pub enum ObjectKind {
     Snapshot,
     /// An index file.
     Index,
+    /// A lock.
+    Lock,
+    /// A list of condemned packs.
+    Condemned,
 }
 
 impl ObjectKind {
@@ -23,6 +27,8 @@ impl ObjectKind {
             ObjectKind::Config => b"cairn/config",
             ObjectKind::Snapshot => b"cairn/snapshot",
             ObjectKind::Index => b"cairn/index",
+            ObjectKind::Lock => b"cairn/lock",
+            ObjectKind::Condemned => b"cairn/condemned",
         }
     }
 }

@@ -106,15 +106,34 @@ impl PackBuilder {
 
     /// Appends a sealed blob.
     pub fn add(&mut self, blob: &SealedBlob) {
+        self.add_stored(
+            blob.ty,
+            blob.id,
+            blob.compression,
+            blob.raw_len,
+            &blob.bytes,
+        );
+    }
+
+    /// Appends a blob's sealed bytes as stored in another pack (repacking copies blobs without
+    /// decrypting them again: the seal binds type and id, not the position).
+    pub fn add_stored(
+        &mut self,
+        ty: BlobType,
+        id: Id,
+        compression: Compression,
+        raw_length: u32,
+        sealed: &[u8],
+    ) {
         let offset = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(&blob.bytes);
+        self.bytes.extend_from_slice(sealed);
         self.entries.push(PackEntry {
-            ty: blob.ty,
-            compression: blob.compression,
-            id: blob.id,
+            ty,
+            compression,
+            id,
             offset,
-            length: blob.bytes.len() as u32,
-            raw_length: blob.raw_len,
+            length: sealed.len() as u32,
+            raw_length,
         });
     }
 

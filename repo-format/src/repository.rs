@@ -13,6 +13,7 @@ use crate::crypto::MasterKey;
 use crate::id::Id;
 use crate::index::{BlobLocation, Index, IndexBuilder, decode_index_file, encode_index_file};
 use crate::key::{KdfParams, KeyError, KeyFile};
+use crate::lock::Lock;
 use crate::object::{ObjectKind, open_object, seal_object};
 use crate::pack::{PackEntry, PackHeader, PackHeaderError};
 use crate::snapshot::Snapshot;
@@ -58,6 +59,12 @@ pub enum RepoError {
         /// Blob id.
         id: Id,
     },
+    /// A writer lost its lock, so what it would write may refer to data a prune removed.
+    #[error("{reason}; the snapshot was not written: run the backup again")]
+    LockLost {
+        /// Why the lock counts as lost.
+        reason: String,
+    },
     /// The repository was written by a newer Cairn.
     #[error(
         "repository format version {found} is newer than this cairn supports ({FORMAT_VERSION}); upgrade cairn"
@@ -66,6 +73,25 @@ pub enum RepoError {
         /// The config's version.
         found: u32,
     },
+}
+
+/// Why a key was not removed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRemoveError {
+    /// It is the key this process opened the repository with.
+    #[error(
+        "key {0} is the one in use; open the repository with another password to remove it (or use `cairn key passwd`)"
+    )]
+    InUse(Id),
+    /// It is the only key.
+    #[error("key {0} is the last key; removing it would lock everyone out")]
+    Last(Id),
+    /// No such key file.
+    #[error("no key {0} in this repository; see `cairn key list`")]
+    NoSuchKey(Id),
+    /// Storage failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
 }
 
 /// Shorthand.
@@ -84,11 +110,40 @@ pub struct Opened;
 /// Typestate marker: the index is loaded; blobs can be read and backups written.
 pub struct Indexed {
     index: Arc<Index>,
+    pending: Arc<Index>,
+    lock: Option<Arc<dyn LockHealth>>,
+}
+
+/// A lock held while the index is in use, as seen by the writer of snapshots: a backup that
+/// lost its lock (it could not refresh it for too long) may refer to packs a prune has since
+/// deleted, so its snapshot must not be written.
+pub trait LockHealth: Send + Sync {
+    /// `Err` with the reason when the lock has been lost.
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
+/// The lock (if any) a typestate carries; implemented by [`Opened`] and [`Indexed`].
+pub trait StateLock {
+    /// The lock, if the index was loaded under one.
+    fn lock(&self) -> Option<&Arc<dyn LockHealth>>;
+}
+
+impl StateLock for Opened {
+    fn lock(&self) -> Option<&Arc<dyn LockHealth>> {
+        None
+    }
+}
+
+impl StateLock for Indexed {
+    fn lock(&self) -> Option<&Arc<dyn LockHealth>> {
+        self.lock.as_ref()
+    }
 }
 
 struct Inner {
     backend: Arc<dyn Backend>,
     key: MasterKey,
+    key_id: Id,
     config: Config,
 }
 
@@ -114,6 +169,8 @@ impl Clone for Indexed {
     fn clone(&self) -> Self {
         Indexed {
             index: self.index.clone(),
+            pending: self.pending.clone(),
+            lock: self.lock.clone(),
         }
     }
 }
@@ -125,11 +182,12 @@ impl Clone for Opened {
 }
 
 impl Repository<Opened> {
-    fn opened(backend: Arc<dyn Backend>, key: MasterKey, config: Config) -> Self {
+    fn opened(backend: Arc<dyn Backend>, key: MasterKey, key_id: Id, config: Config) -> Self {
         Repository {
             inner: Arc::new(Inner {
                 backend,
                 key,
+                key_id,
                 config,
             }),
             state: Opened,
@@ -155,10 +213,8 @@ impl Repository<Opened> {
         let key = MasterKey::generate();
         let kf = KeyFile::create(&key, password, kdf).map_err(|e| corrupt("key", e))?;
         let kf_bytes = serde_json::to_vec_pretty(&kf).expect("serializable");
-        backend.put(
-            &FileKind::Key.path(&Id::of_stored(&kf_bytes)),
-            Bytes::from(kf_bytes),
-        )?;
+        let key_id = Id::of_stored(&kf_bytes);
+        backend.put(&FileKind::Key.path(&key_id), Bytes::from(kf_bytes))?;
         let cfg = serde_json::to_vec(&config).expect("serializable");
         match backend.put(
             "config",
@@ -171,7 +227,7 @@ impl Repository<Opened> {
             }
             r => r?,
         }
-        Ok(Repository::opened(backend, key, config))
+        Ok(Repository::opened(backend, key, key_id, config))
     }
 
     /// Opens with a password: finds the key file it opens, then reads the config.
@@ -193,13 +249,13 @@ impl Repository<Opened> {
             };
             match kf.open(password) {
                 Ok(k) => {
-                    found = Some(k);
+                    found = FileKind::Key.id_of(&path).map(|id| (k, id));
                     break;
                 }
                 Err(KeyError::WrongPassword | KeyError::Malformed(_)) => continue,
             }
         }
-        let key = found.ok_or(RepoError::WrongPassword { location })?;
+        let (key, key_id) = found.ok_or(RepoError::WrongPassword { location })?;
         let plain = open_object(&key, ObjectKind::Config, &config_bytes)
             .map_err(|e| corrupt("config", e))?;
         let config: Config = serde_json::from_slice(&plain).map_err(|e| corrupt("config", e))?;
@@ -212,12 +268,35 @@ impl Repository<Opened> {
             .chunker
             .validate()
             .map_err(|e| corrupt("config", e))?;
-        Ok(Repository::opened(backend, key, config))
+        Ok(Repository::opened(backend, key, key_id, config))
     }
 
-    /// Reads every index file into memory. An index file that cannot be read is an error that
-    /// names it.
+    /// Reads every index file into memory, and the entries of condemned packs (see
+    /// [`crate::condemned`]) beside it. A file that cannot be read is an error that names it.
     pub fn load_index(self) -> Result<Repository<Indexed>> {
+        self.load_index_inner(None)
+    }
+
+    /// [`Repository::load_index`] for a writer that took `lock` first (see [`crate::lock`]):
+    /// snapshots are then written only while the lock is held.
+    pub fn load_index_locked(self, lock: Arc<dyn LockHealth>) -> Result<Repository<Indexed>> {
+        self.load_index_inner(Some(lock))
+    }
+
+    /// An indexed repository from an index built by the caller (`check` and `prune` read the
+    /// index files one by one, to report or remember each).
+    pub fn with_index(self, index: Index, pending: Index) -> Repository<Indexed> {
+        Repository {
+            inner: self.inner,
+            state: Indexed {
+                index: Arc::new(index),
+                pending: Arc::new(pending),
+                lock: None,
+            },
+        }
+    }
+
+    fn load_index_inner(self, lock: Option<Arc<dyn LockHealth>>) -> Result<Repository<Indexed>> {
         let mut builder = IndexBuilder::default();
         let mut paths = Vec::new();
         self.backend().list(FileKind::Index.prefix(), &mut |o| {
@@ -229,10 +308,16 @@ impl Repository<Opened> {
         for path in paths {
             self.read_index_file(&path, |pack, entries| builder.add_pack(pack, &entries))?;
         }
+        let mut pending = IndexBuilder::default();
+        for id in self.ids(FileKind::Condemned)? {
+            self.read_condemned(&id, |pack, entries| pending.add_pack(pack, &entries))?;
+        }
         Ok(Repository {
             inner: self.inner,
             state: Indexed {
                 index: Arc::new(builder.finish()),
+                pending: Arc::new(pending.finish()),
+                lock,
             },
         })
     }
@@ -247,6 +332,96 @@ impl<S> Repository<S> {
     /// The master key.
     pub fn key(&self) -> &MasterKey {
         &self.inner.key
+    }
+
+    /// The key file this repository was opened with.
+    pub fn key_id(&self) -> &Id {
+        &self.inner.key_id
+    }
+
+    /// The ids of every object of `kind` (names that are not ids are skipped).
+    pub fn ids(&self, kind: FileKind) -> Result<Vec<Id>> {
+        let mut ids = Vec::new();
+        self.backend().list(kind.prefix(), &mut |o| {
+            if let Some(id) = kind.id_of(&o.path) {
+                ids.push(id);
+            }
+        })?;
+        Ok(ids)
+    }
+
+    /// Every key file; one that cannot be parsed is returned as an error naming it.
+    pub fn keys(&self) -> Result<Vec<(Id, Result<KeyFile>)>> {
+        let mut out = Vec::new();
+        for id in self.ids(FileKind::Key)? {
+            let path = FileKind::Key.path(&id);
+            let bytes = self.backend().get(&path, None)?;
+            out.push((
+                id,
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e)),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes key file `id`. Refuses the key in use and the last key, so that the repository
+    /// always stays openable.
+    pub fn remove_key(&self, id: &Id) -> Result<(), KeyRemoveError> {
+        let ids = self.ids(FileKind::Key)?;
+        if !ids.contains(id) {
+            return Err(KeyRemoveError::NoSuchKey(*id));
+        }
+        if ids.len() <= 1 {
+            return Err(KeyRemoveError::Last(*id));
+        }
+        if id == self.key_id() {
+            return Err(KeyRemoveError::InUse(*id));
+        }
+        self.backend()
+            .delete(&FileKind::Key.path(id))
+            .map_err(RepoError::from)?;
+        Ok(())
+    }
+
+    /// Stores a lock; returns its id.
+    pub fn write_lock(&self, lock: &Lock) -> Result<Id> {
+        let json = serde_json::to_vec(lock).expect("serializable");
+        self.save_object(FileKind::Lock, ObjectKind::Lock, &json)
+    }
+
+    /// Every lock; one that cannot be read is returned as an error naming it (a lock deleted
+    /// while listing is skipped).
+    pub fn locks(&self) -> Result<Vec<(Id, Result<Lock>)>> {
+        let mut out = Vec::new();
+        for id in self.ids(FileKind::Lock)? {
+            let lock = match self.load_object(FileKind::Lock, ObjectKind::Lock, &id) {
+                Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
+                Err(e) => Err(e),
+                Ok(plain) => {
+                    serde_json::from_slice(&plain).map_err(|e| corrupt(FileKind::Lock.path(&id), e))
+                }
+            };
+            out.push((id, lock));
+        }
+        Ok(out)
+    }
+
+    /// Removes a lock (already gone is fine).
+    pub fn remove_lock(&self, id: &Id) -> Result<()> {
+        match self.backend().delete(&FileKind::Lock.path(id)) {
+            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads condemned list `id`: its stamp, and `f` per pack.
+    pub fn read_condemned(
+        &self,
+        id: &Id,
+        f: impl FnMut(Id, Vec<PackEntry>),
+    ) -> Result<crate::condemned::Stamp> {
+        let payload = self.load_object(FileKind::Condemned, ObjectKind::Condemned, id)?;
+        crate::condemned::decode(&payload, f).map_err(|e| corrupt(FileKind::Condemned.path(id), e))
     }
 
     /// The config.
@@ -309,8 +484,37 @@ impl<S> Repository<S> {
         )
     }
 
-    /// Stores a snapshot.
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+    /// Stores a pack under its id (create-only; the same name means the same bytes, so an
+    /// existing one is success).
+    pub fn save_pack(&self, id: &Id, bytes: Vec<u8>) -> Result<()> {
+        match self
+            .backend()
+            .put(&FileKind::Pack.path(id), Bytes::from(bytes))
+        {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a condemned list.
+    pub fn save_condemned<'a>(
+        &self,
+        stamp: crate::condemned::Stamp,
+        packs: impl IntoIterator<Item = (&'a Id, &'a [PackEntry])>,
+    ) -> Result<Id> {
+        let payload = crate::condemned::encode(stamp, packs);
+        self.save_object(FileKind::Condemned, ObjectKind::Condemned, &payload)
+    }
+
+    /// Stores a snapshot (refused when the lock it was written under is lost).
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id>
+    where
+        S: StateLock,
+    {
+        if let Some(lock) = self.state.lock() {
+            lock.check()
+                .map_err(|reason| RepoError::LockLost { reason })?;
+        }
         let json = serde_json::to_vec(snap).expect("serializable");
         self.save_object(FileKind::Snapshot, ObjectKind::Snapshot, &json)
     }
@@ -324,13 +528,7 @@ impl<S> Repository<S> {
 
     /// All snapshot ids (snapshots are small; their list is the one list kept whole).
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
-        let mut ids = Vec::new();
-        self.backend().list(FileKind::Snapshot.prefix(), &mut |o| {
-            if let Some(id) = FileKind::Snapshot.id_of(&o.path) {
-                ids.push(id);
-            }
-        })?;
-        Ok(ids)
+        self.ids(FileKind::Snapshot)
     }
 
     /// Reads the header of a stored pack.
@@ -352,9 +550,15 @@ impl<S> Repository<S> {
 }
 
 impl Repository<Indexed> {
-    /// The loaded index.
+    /// The loaded index: what backups deduplicate against.
     pub fn index(&self) -> &Arc<Index> {
         &self.state.index
+    }
+
+    /// Entries of condemned packs: readable (for restores of snapshots written while a prune
+    /// ran), never deduplicated against.
+    pub fn pending(&self) -> &Arc<Index> {
+        &self.state.pending
     }
 
     /// Drops the index (to reload it after writing).
@@ -367,10 +571,13 @@ impl Repository<Indexed> {
 
     /// Where a blob is, or [`RepoError::BlobMissing`].
     pub fn locate(&self, ty: BlobType, id: &Id) -> Result<BlobLocation> {
-        self.index().lookup(ty, id).ok_or(RepoError::BlobMissing {
-            ty: ty.name(),
-            id: *id,
-        })
+        self.index()
+            .lookup(ty, id)
+            .or_else(|| self.pending().lookup(ty, id))
+            .ok_or(RepoError::BlobMissing {
+                ty: ty.name(),
+                id: *id,
+            })
     }
 
     /// Fetches, opens and verifies one blob.

@@ -77,6 +77,9 @@ pub struct Snapshot {
     /// (restore applies it to the target: a volume's root mode and owner matter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<Node>,
+    /// The snapshot this one replaces (after `tag` or `repair snapshots` rewrote it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
     /// Snapshot used for change detection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,

@@ -242,6 +242,27 @@ impl Repo {
         run_cairn(&all, password, self.who)
     }
 
+    /// Runs `cairn -r REPO ARGS…` with standard input read from `input`.
+    pub fn run_with_stdin<S: AsRef<OsStr>>(&self, args: &[S], input: &Path) -> Output {
+        let mut all: Vec<OsString> = vec!["-r".into(), self.path.clone().into_os_string()];
+        all.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        let file = File::open(input).expect("stdin file");
+        let out = Command::new(cairn_bin())
+            .args(&all)
+            .env_remove("CAIRN_REPOSITORY")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env("CAIRN_PASSWORD", &self.password)
+            .stdin(Stdio::from(file))
+            .output()
+            .expect("run cairn");
+        Output {
+            cmdline: format!("cairn {all:?} < {}", input.display()),
+            code: out.status.code().unwrap_or(128),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// `cairn backup --json PATHS… EXTRA…`, which must succeed; returns its summary line.
     pub fn backup(&self, paths: &[&Path], extra: &[&str]) -> Value {
         let out = self.backup_raw(paths, extra);

@@ -2,8 +2,7 @@
 //! chunk window, hashes each chunk (keyed BLAKE3) into its blob id, and hands every chunk to
 //! the seal stage, which stores it unless it is a duplicate.
 
-use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 
 use cairn_repo_format::Id;
 use cairn_repo_format::chunker::ChunkReader;
@@ -17,11 +16,11 @@ pub struct Chunked {
     pub size: u64,
 }
 
-/// Chunks `file`, calling `store(id, chunk)` for each chunk in order.
+/// Chunks `file` (a file, or any stream such as stdin), calling `store(id, chunk)` for each chunk in order.
 pub fn chunk_file(
     reader: &mut ChunkReader,
     key: &MasterKey,
-    file: &File,
+    file: impl Read,
     mut store: impl FnMut(Id, &[u8]) -> io::Result<()>,
 ) -> io::Result<Chunked> {
     let mut chunks = reader.chunks(file);

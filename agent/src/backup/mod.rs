@@ -24,6 +24,7 @@ pub mod chunk;
 pub mod pack;
 pub mod read;
 pub mod seal;
+pub mod stdin;
 pub mod tree;
 pub mod upload;
 pub mod walk;
@@ -382,6 +383,7 @@ pub fn run(
         tree,
         root: root_node.map(strip_root),
         parent: parent.map(|(id, _)| id),
+        original: None,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
     };

@@ -44,6 +44,188 @@ pub enum Command {
     Ls(LsArgs),
     /// Print a repository object: config, snapshot, tree, blob, index, pack or key.
     Cat(CatArgs),
+    /// Verify the repository: structure, and with --read-data every stored byte.
+    Check(CheckArgs),
+    /// Remove snapshots by id or by a retention policy (--keep-*).
+    Forget(Box<ForgetArgs>),
+    /// Remove data no snapshot needs; safe while backups run.
+    Prune(PruneArgs),
+    /// Manage passwords (key files): list, add, remove, passwd.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Remove stale locks left by processes that are gone.
+    Unlock(UnlockArgs),
+    /// Add, remove or set tags on snapshots (writes new snapshots, removes the old ones).
+    Tag(TagArgs),
+    /// Repair a damaged repository: rebuild the index, or drop references to lost data.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+/// `repair`
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own headers (after index files were lost or damaged).
+    Index,
+    /// Write copies of snapshots without the files whose data is lost (originals are kept).
+    Snapshots {
+        /// Snapshots to repair (ids or prefixes); default all.
+        snapshots: Vec<String>,
+        /// Remove the damaged originals once their repaired copies are stored.
+        #[arg(long)]
+        forget: bool,
+        /// Show what would be dropped; write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+}
+
+/// `check`
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Download every pack and verify every blob.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Verify only part of the packs: n/t (bucket n of t, e.g. 1/5) or p% (random).
+    #[arg(long, value_name = "n/t|p%", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+    /// Packs read at once.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+}
+
+/// `forget`
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (ids or prefixes); with none, the --keep-* policy decides.
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots (-1: all).
+    #[arg(long, short = 'l', value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, short = 'H', value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    /// … of each of the last N days.
+    #[arg(long, short = 'd', value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    /// … of each of the last N ISO weeks.
+    #[arg(long, short = 'w', value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    /// … of each of the last N months.
+    #[arg(long, short = 'm', value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    /// … of each of the last N years.
+    #[arg(long, short = 'y', value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every snapshot newer than the group's newest minus DURATION (e.g. 2y5m7d3h).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep hourly snapshots within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<String>,
+    /// Keep daily snapshots within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<String>,
+    /// Keep weekly snapshots within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<String>,
+    /// Keep monthly snapshots within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<String>,
+    /// Keep yearly snapshots within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots with these tags (comma-separated: all of them; repeat for alternatives).
+    #[arg(long, value_name = "TAG[,TAG]")]
+    pub keep_tag: Vec<String>,
+    /// Apply the policy per group of: host, paths, tags, labels (comma-separated; '' for one group).
+    #[arg(long, short = 'g', default_value = "host,paths", value_name = "FIELDS")]
+    pub group_by: String,
+    /// Show what would be kept and removed, and why; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run `prune` afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// Which snapshots the policy looks at.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Prune settings (with --prune).
+    #[command(flatten)]
+    pub prune_opts: PruneOpts,
+}
+
+/// Settings of `prune`, shared with `forget --prune`.
+#[derive(Args, Debug, Clone)]
+pub struct PruneOpts {
+    /// Tolerate this much unused space in partly used packs before repacking them (e.g. 5%, 0%).
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub max_unused: String,
+    /// Repack at most this much per run (e.g. 500M, 2G).
+    #[arg(long, value_name = "SIZE")]
+    pub max_repack_size: Option<String>,
+}
+
+/// `prune`
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Settings.
+    #[command(flatten)]
+    pub opts: PruneOpts,
+    /// Show what would be done; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+/// `key`
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List key files (* marks the one in use).
+    List,
+    /// Add a password.
+    Add(NewPassword),
+    /// Remove a key (not the one in use, never the last).
+    Remove {
+        /// Key id or prefix.
+        id: String,
+    },
+    /// Change the password in use (adds a key, then removes the old one).
+    Passwd(NewPassword),
+}
+
+/// The new password for `key add` / `key passwd`.
+#[derive(Args, Debug)]
+pub struct NewPassword {
+    /// Read the new password from this file (first line); else CAIRN_NEW_PASSWORD, else a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+/// `unlock`
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, also ones that look live (only when you know no cairn is running).
+    #[arg(long)]
+    pub remove_all: bool,
+}
+
+/// `tag`
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// Snapshots (ids, prefixes or `latest`); with none, every snapshot passing the filters.
+    pub snapshots: Vec<String>,
+    /// Add tags (comma-separated, repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove tags.
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these.
+    #[arg(long, value_name = "TAG")]
+    pub set: Vec<String>,
+    /// Which snapshots (when none are named).
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `init`
@@ -84,8 +266,14 @@ pub struct FilterArgs {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
     pub paths: Vec<PathBuf>,
+    /// Back up what is read from standard input, as one file (e.g. `pg_dump db | cairn backup --stdin`).
+    #[arg(long)]
+    pub stdin: bool,
+    /// The file name for --stdin.
+    #[arg(long, default_value = "stdin", requires = "stdin", value_name = "NAME")]
+    pub stdin_filename: String,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,

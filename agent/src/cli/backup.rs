@@ -1,9 +1,10 @@
 //! `cairn backup`: flags → [`BackupOptions`], run, print the summary.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cairn_agent::backup::{self, BackupOptions, ChangeRules, ParentChoice, Progress};
 use cairn_agent::filter::Patterns;
 use cairn_agent::select;
@@ -82,7 +83,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
             )
         })?;
     }
-    let repo = ctx.open_indexed()?;
+    let repo = cairn_agent::lock::index_for_backup(ctx.open()?)?;
     let mut opts = options(&a, &repo)?;
     let show = out.progress();
     opts.scan = show;
@@ -99,7 +100,22 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
             eprintln!("warning: {}: {msg}", path.display());
         }
     };
-    let result = backup::run(&repo, &opts, &progress, &warn);
+    let result = if a.stdin {
+        if std::io::stdin().is_terminal() {
+            bail!(
+                "--stdin reads the data to back up from standard input, but it is a terminal: pipe something in"
+            );
+        }
+        backup::stdin::run(
+            &repo,
+            std::io::stdin().lock(),
+            &a.stdin_filename,
+            &opts,
+            &progress,
+        )
+    } else {
+        backup::run(&repo, &opts, &progress, &warn)
+    };
     drop(display);
     let done = result?;
     let s = &done.snapshot.summary;

@@ -4,11 +4,18 @@
 pub mod args;
 mod backup;
 mod cat;
+mod check;
+mod forget;
 mod init;
+mod key;
 mod ls;
 mod progress;
+mod prune;
+mod repair;
 mod restore;
 mod snapshots;
+mod tag;
+mod unlock;
 
 use std::io::IsTerminal;
 
@@ -66,6 +73,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Restore(a) => restore::run(&ctx, &out, a),
         Command::Ls(a) => ls::run(&ctx, &out, a),
         Command::Cat(a) => cat::run(&ctx, &out, a),
+        Command::Check(a) => check::run(&ctx, &out, a),
+        Command::Forget(a) => forget::run(&ctx, &out, *a),
+        Command::Prune(a) => prune::run(&ctx, &out, a),
+        Command::Key(a) => key::run(&ctx, &out, a),
+        Command::Unlock(a) => unlock::run(&ctx, &out, a),
+        Command::Tag(a) => tag::run(&ctx, &out, a),
+        Command::Repair(a) => repair::run(&ctx, &out, a),
     }
 }
 
@@ -129,6 +143,29 @@ impl Ctx {
         Ok(pw)
     }
 
+    /// A new password: from `file`, else CAIRN_NEW_PASSWORD, else a prompt (asked twice).
+    fn new_password(&self, file: Option<&std::path::Path>) -> Result<String> {
+        let pw = if let Some(f) = file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read new password file {}", f.display()))?;
+            text.lines().next().unwrap_or("").to_string()
+        } else if let Ok(pw) = std::env::var("CAIRN_NEW_PASSWORD") {
+            pw
+        } else if std::io::stdin().is_terminal() {
+            let pw = rpassword::prompt_password("enter new password: ")?;
+            if rpassword::prompt_password("enter new password again: ")? != pw {
+                bail!("passwords do not match");
+            }
+            pw
+        } else {
+            bail!("no new password given: pass --new-password-file or set CAIRN_NEW_PASSWORD");
+        };
+        if pw.is_empty() {
+            bail!("empty password refused");
+        }
+        Ok(pw)
+    }
+
     /// Opens the repository (keys and config).
     pub fn open(&self) -> Result<Repository<Opened>> {
         let loc = self.location()?;
@@ -180,16 +217,5 @@ impl FilterArgs {
 
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.3} {}", UNITS[u])
-    }
+    cairn_agent::human_bytes(n)
 }

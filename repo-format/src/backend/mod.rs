@@ -28,6 +28,10 @@ pub enum FileKind {
     Index,
     /// `data/<2 hex>/<id>`
     Pack,
+    /// `locks/<id>`: a running backup's or prune's lock (see [`crate::lock`]).
+    Lock,
+    /// `condemned/<id>`: packs a prune has set aside for deletion (see [`crate::condemned`]).
+    Condemned,
 }
 
 impl FileKind {
@@ -39,6 +43,8 @@ impl FileKind {
             FileKind::Snapshot => "snapshots/",
             FileKind::Index => "index/",
             FileKind::Pack => "data/",
+            FileKind::Lock => "locks/",
+            FileKind::Condemned => "condemned/",
         }
     }
 

@@ -1,0 +1,125 @@
+//! Backing up a stream (`cairn backup --stdin`, for `pg_dump | cairn backup --stdin`): the
+//! same chunk → seal → pack → upload stages as a file, with the stream as the one file of the
+//! snapshot. Content-defined chunking makes consecutive dumps of a slowly changing database
+//! share most of their blobs.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+
+use cairn_repo_format::chunker::{ChunkReader, Chunker};
+use cairn_repo_format::snapshot::Snapshot;
+use cairn_repo_format::tree::{Node, NodeType, RawBytes, Tree};
+use cairn_repo_format::{BlobType, Indexed, RepoError, Repository};
+use chrono::Utc;
+use crossbeam_channel::bounded;
+
+use super::seal::{Dedup, seal};
+use super::{BackupError, BackupOptions, BackupOutcome, Progress, chunk, pack, summarize};
+
+/// Backs up everything `source` yields as one file named `name` at the snapshot's root. The
+/// snapshot's path is `/NAME`, so the next dump of the same name finds this one as parent.
+pub fn run(
+    repo: &Repository<Indexed>,
+    source: impl Read,
+    name: &str,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome, BackupError> {
+    if name.is_empty() || !Node::name_is_safe(name.as_bytes()) {
+        return Err(BackupError::BadPath {
+            path: name.into(),
+            reason: "--stdin-filename must be a plain file name (no '/', not '.' or '..')".into(),
+        });
+    }
+    let start = Utc::now();
+    let path = format!("/{name}");
+    let parent = super::find_parent(repo, opts, std::slice::from_ref(&path))?;
+    let key = repo.key();
+    let level = repo.config().compression;
+    let dedup = Dedup::new(repo.index());
+    let chunker =
+        Chunker::new(&repo.config().chunker).expect("validated when the repository was opened");
+    let mut reader = ChunkReader::new(chunker, 1 << 20);
+    let (tx, rx) = bounded(8);
+    let (chunked, packed) = std::thread::scope(|s| {
+        let packer = s.spawn(move || pack::run(repo, rx, progress));
+        let chunked = chunk::chunk_file(&mut reader, key, source, |id, data| {
+            progress
+                .bytes_read
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            if dedup.claim(BlobType::Data, &id) {
+                progress.data_blobs.fetch_add(1, Ordering::Relaxed);
+                progress
+                    .data_added
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                tx.send(seal(key, BlobType::Data, id, data, level))
+                    .map_err(|_| std::io::Error::other("pipeline stopped"))?;
+            }
+            Ok(())
+        });
+        let chunked = chunked.and_then(|c| {
+            let now = Utc::now();
+            let node = Node {
+                name: RawBytes(name.as_bytes().to_vec()),
+                kind: NodeType::File,
+                mode: 0o644,
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+                user: String::new(),
+                group: String::new(),
+                mtime: now,
+                atime: now,
+                ctime: now,
+                size: c.size,
+                inode: 0,
+                device: 0,
+                links: 1,
+                rdev: 0,
+                linktarget: None,
+                xattrs: Vec::new(),
+                content: Some(c.content),
+                subtree: None,
+            };
+            let bytes = Tree { nodes: vec![node] }.to_bytes();
+            let id = key.blob_id(&bytes);
+            if dedup.claim(BlobType::Tree, &id) {
+                progress.tree_blobs.fetch_add(1, Ordering::Relaxed);
+                tx.send(seal(key, BlobType::Tree, id, &bytes, level))
+                    .map_err(|_| std::io::Error::other("pipeline stopped"))?;
+            }
+            Ok((id, c.size))
+        });
+        drop(tx);
+        let packed = packer.join().unwrap_or_else(|_| {
+            Err(RepoError::Corrupt {
+                object: "pack stage".into(),
+                reason: "panicked".into(),
+            })
+        });
+        (chunked, packed)
+    });
+    packed?;
+    let (tree, size) = chunked.map_err(|e| BackupError::BadPath {
+        path: "stdin".into(),
+        reason: format!("reading failed: {e}; no snapshot written"),
+    })?;
+    progress.files_new.fetch_add(1, Ordering::Relaxed);
+    progress.bytes_new.fetch_add(size, Ordering::Relaxed);
+    progress.bytes_total.fetch_add(size, Ordering::Relaxed);
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or(start),
+        hostname: opts.hostname.clone(),
+        username: cairn_repo_format::key::username(),
+        paths: vec![path],
+        tags: opts.tags.clone(),
+        labels: opts.labels.clone(),
+        tree,
+        root: None,
+        parent: parent.map(|(id, _)| id),
+        original: None,
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary: summarize(progress, start),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome { id, snapshot })
+}

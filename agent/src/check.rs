@@ -1,0 +1,387 @@
+//! `check`: verifies a repository without trusting it. The loop:
+//!
+//! ```text
+//!  keys ─ index files + condemned lists (each read alone; a bad one is reported, the rest go on)
+//!    ─ packs: listed vs indexed (missing = error, unindexed = warning)
+//!    ─ pack headers vs index (header-only ranged reads, N threads)
+//!        └ with --read-data: the whole pack instead (subset: n/t or p%), name = hash of
+//!          bytes, every blob decrypted, decompressed and re-hashed
+//!    ─ snapshots: each loads; every tree and data blob they refer to is indexed
+//! ```
+//!
+//! Every problem names the object (and the blob, path or snapshot involved). Nothing is
+//! written.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use cairn_repo_format::blob::open_blob;
+use cairn_repo_format::pack::{PackEntry, PackHeader};
+use cairn_repo_format::{FileKind, Id, Indexed, Opened, RepoError, Repository};
+use crossbeam_channel::bounded;
+
+use crate::inventory;
+use crate::reach::Reach;
+
+/// Which packs `--read-data` downloads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Every pack.
+    All,
+    /// Bucket `n` of `of` (1-based): packs whose id falls in it. Running 1/5 … 5/5 on
+    /// successive days covers the repository.
+    Bucket {
+        /// Which bucket.
+        n: u32,
+        /// How many buckets.
+        of: u32,
+    },
+    /// A random fraction (0 < f ≤ 1).
+    Fraction(f64),
+}
+
+/// A `--read-data-subset` value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid subset {0:?}: use n/t (like 1/5, with 1 ≤ n ≤ t) or a percentage (like 10%)")]
+pub struct SubsetError(String);
+
+impl FromStr for Subset {
+    type Err = SubsetError;
+    fn from_str(s: &str) -> Result<Subset, SubsetError> {
+        let bad = || SubsetError(s.to_string());
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Fraction(p / 100.0));
+        }
+        let (n, of) = s.split_once('/').ok_or_else(bad)?;
+        let (n, of): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            of.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || of == 0 || n > of {
+            return Err(bad());
+        }
+        Ok(Subset::Bucket { n, of })
+    }
+}
+
+impl Subset {
+    fn includes(&self, pack: &Id) -> bool {
+        match *self {
+            Subset::All => true,
+            Subset::Bucket { n, of } => {
+                let v = u32::from_be_bytes([pack.0[0], pack.0[1], pack.0[2], pack.0[3]]);
+                v % of == n - 1
+            }
+            Subset::Fraction(f) => {
+                (cairn_repo_format::crypto::random_u64() as f64 / u64::MAX as f64) < f
+            }
+        }
+    }
+}
+
+/// What to check.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Download and verify pack contents (all or a subset).
+    pub read_data: Option<Subset>,
+    /// Packs read at once.
+    pub threads: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            read_data: None,
+            threads: 4,
+        }
+    }
+}
+
+/// How serious a finding is: errors make `check` fail, warnings do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// The repository is damaged: some data cannot be restored.
+    Error,
+    /// Worth knowing, nothing lost (for example packs no index names yet).
+    Warning,
+}
+
+/// One finding, naming the object.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// Error or warning.
+    pub severity: Severity,
+    /// What and where.
+    pub message: String,
+}
+
+/// Totals.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckSummary {
+    /// Errors found.
+    pub errors: u64,
+    /// Warnings found.
+    pub warnings: u64,
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Packs in `data/`.
+    pub packs: u64,
+    /// Packs downloaded whole and verified.
+    pub packs_read: u64,
+    /// Blobs decrypted and re-hashed.
+    pub blobs_read: u64,
+    /// Bytes downloaded for `--read-data`.
+    pub bytes_read: u64,
+}
+
+struct Reporter<'a> {
+    summary: CheckSummary,
+    report: &'a mut dyn FnMut(&Finding),
+}
+
+impl Reporter<'_> {
+    fn add(&mut self, severity: Severity, message: String) {
+        match severity {
+            Severity::Error => self.summary.errors += 1,
+            Severity::Warning => self.summary.warnings += 1,
+        }
+        (self.report)(&Finding { severity, message });
+    }
+    fn error(&mut self, m: impl ToString) {
+        self.add(Severity::Error, m.to_string())
+    }
+    fn warn(&mut self, m: impl ToString) {
+        self.add(Severity::Warning, m.to_string())
+    }
+}
+
+/// Checks the repository; each finding goes to `report` as it is found. Only failure to
+/// list or reach the storage at all is an `Err`.
+pub fn run(
+    repo: Repository<Opened>,
+    opts: &CheckOptions,
+    report: &mut dyn FnMut(&Finding),
+) -> Result<CheckSummary, RepoError> {
+    let mut r = Reporter {
+        summary: CheckSummary::default(),
+        report,
+    };
+    for (id, k) in repo.keys()? {
+        if let Err(e) = k {
+            r.error(format!("key {id}: {e}"));
+        }
+    }
+    let (repo, _inventory) = inventory::load(repo, &mut |e| r.error(e))?;
+    let listed = inventory::list_packs(&repo)?;
+    r.summary.packs = listed.len() as u64;
+
+    // How many entries each pack has in the index (main or condemned: a condemned pack that
+    // a running backup indexed again is in both, with the same entries).
+    let mut expected: HashMap<Id, u32> = HashMap::new();
+    for index in [repo.index(), repo.pending()] {
+        for (n, (count, _)) in inventory::pack_usage(index).into_iter().enumerate() {
+            let e = expected.entry(index.packs()[n]).or_default();
+            *e = (*e).max(count);
+        }
+    }
+    let mut missing: Vec<(&Id, &u32)> = expected
+        .iter()
+        .filter(|(p, _)| !listed.contains_key(*p))
+        .collect();
+    missing.sort();
+    for (pack, n) in missing {
+        r.error(format!(
+            "{}: indexed but missing from the repository ({n} blobs lost)",
+            FileKind::Pack.path(pack)
+        ));
+    }
+    let mut unindexed: Vec<&Id> = listed
+        .keys()
+        .filter(|p| !expected.contains_key(*p))
+        .collect();
+    unindexed.sort();
+    for pack in unindexed {
+        r.warn(format!(
+            "{}: not in any index (left by an interrupted backup or one still running; `cairn prune` removes it once unused)",
+            FileKind::Pack.path(pack)
+        ));
+    }
+
+    check_packs(&repo, opts, &expected, &listed, &mut r);
+    check_snapshots(&repo, &mut r)?;
+    Ok(r.summary)
+}
+
+/// What a pack worker found.
+struct PackResult {
+    findings: Vec<(Severity, String)>,
+    read: Option<(u64, u64)>,
+}
+
+fn check_packs(
+    repo: &Repository<Indexed>,
+    opts: &CheckOptions,
+    expected: &HashMap<Id, u32>,
+    listed: &HashMap<Id, u64>,
+    r: &mut Reporter<'_>,
+) {
+    let mut packs: Vec<Id> = expected
+        .keys()
+        .filter(|p| listed.contains_key(*p))
+        .copied()
+        .collect();
+    packs.sort();
+    let threads = opts.threads.max(1);
+    let (job_tx, job_rx) = bounded::<(Id, bool)>(threads * 2);
+    let (res_tx, res_rx) = bounded::<PackResult>(threads * 2);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (jobs, results) = (job_rx.clone(), res_tx.clone());
+            s.spawn(move || {
+                for (pack, whole) in jobs {
+                    let n = expected.get(&pack).copied().unwrap_or(0);
+                    if results.send(check_pack(repo, &pack, n, whole)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((job_rx, res_tx));
+        let feeder = s.spawn(move || {
+            for p in packs {
+                let whole = opts.read_data.is_some_and(|sub| sub.includes(&p));
+                if job_tx.send((p, whole)).is_err() {
+                    return;
+                }
+            }
+        });
+        for res in res_rx {
+            for (sev, msg) in res.findings {
+                r.add(sev, msg);
+            }
+            if let Some((bytes, blobs)) = res.read {
+                r.summary.packs_read += 1;
+                r.summary.bytes_read += bytes;
+                r.summary.blobs_read += blobs;
+            }
+        }
+        let _ = feeder.join();
+    });
+}
+
+/// Checks one pack: its header against the index, and with `whole` every blob in it.
+fn check_pack(repo: &Repository<Indexed>, pack: &Id, expected: u32, whole: bool) -> PackResult {
+    let path = FileKind::Pack.path(pack);
+    let mut out = PackResult {
+        findings: Vec::new(),
+        read: None,
+    };
+    let mut error = |m: String| out.findings.push((Severity::Error, m));
+    let (header, bytes) = if whole {
+        let bytes = match repo.backend().get(&path, None) {
+            Ok(b) => b,
+            Err(e) => {
+                error(format!("{path}: cannot read: {e}"));
+                return out;
+            }
+        };
+        if Id::of_stored(&bytes) != *pack {
+            error(format!(
+                "{path}: content does not match its name (corrupt, truncated or tampered)"
+            ));
+        }
+        match PackHeader::parse_whole(repo.key(), &bytes) {
+            Ok(h) => (h, Some(bytes)),
+            Err(e) => {
+                error(format!("{path}: {e}"));
+                return out;
+            }
+        }
+    } else {
+        match repo.read_pack_header(pack) {
+            Ok(h) => (h, None),
+            Err(e) => {
+                error(e.to_string());
+                return out;
+            }
+        }
+    };
+    let mut matched = 0u32;
+    for e in &header {
+        let loc = repo
+            .index()
+            .lookup(e.ty, &e.id)
+            .filter(|l| l.pack == *pack)
+            .or_else(|| {
+                repo.pending()
+                    .lookup(e.ty, &e.id)
+                    .filter(|l| l.pack == *pack)
+            });
+        if let Some(loc) = loc {
+            if loc.entry != *e {
+                error(format!(
+                    "{path}: {} blob {}: the index says {:?}, the pack header says {:?}",
+                    e.ty.name(),
+                    e.id,
+                    loc.entry,
+                    e
+                ));
+            }
+            matched += 1;
+        }
+    }
+    if matched < expected {
+        error(format!(
+            "{path}: the index lists {} blobs in this pack that its header does not contain",
+            expected - matched
+        ));
+    }
+    if let Some(bytes) = bytes {
+        let mut blobs = 0;
+        for e in &header {
+            if let Err(err) = open_entry(repo, e, &bytes) {
+                error(format!("{path}: {} blob {}: {err}", e.ty.name(), e.id));
+            }
+            blobs += 1;
+        }
+        out.read = Some((bytes.len() as u64, blobs));
+    }
+    out
+}
+
+fn open_entry(repo: &Repository<Indexed>, e: &PackEntry, pack: &[u8]) -> Result<(), String> {
+    let sealed = pack
+        .get(e.offset as usize..e.offset as usize + e.length as usize)
+        .ok_or("lies outside the pack")?;
+    open_blob(repo.key(), e.ty, &e.id, e.compression, e.raw_length, sealed)
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+fn check_snapshots(repo: &Repository<Indexed>, r: &mut Reporter<'_>) -> Result<(), RepoError> {
+    let mut reach = Reach::new(repo);
+    let mut ids = repo.snapshot_ids()?;
+    ids.sort();
+    for id in ids {
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(e) => {
+                r.error(e);
+                continue;
+            }
+        };
+        r.summary.snapshots += 1;
+        let short = id.short();
+        reach.walk(
+            &snap.tree,
+            "/",
+            &mut |p| r.error(format!("snapshot {short}: {p}")),
+            &mut |_| {},
+        );
+    }
+    Ok(())
+}

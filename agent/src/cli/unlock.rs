@@ -1,0 +1,42 @@
+//! `cairn unlock`: removes locks whose holders stopped refreshing them (or all of them).
+
+use anyhow::Result;
+use chrono::Utc;
+
+use super::args::UnlockArgs;
+use super::{Ctx, Out, Outcome};
+
+pub fn run(ctx: &Ctx, out: &Out, a: UnlockArgs) -> Result<Outcome> {
+    let repo = ctx.open()?;
+    let now = Utc::now();
+    let (mut removed, mut kept) = (0, 0);
+    for (id, lock) in repo.locks()? {
+        // A lock that cannot be read protects nothing.
+        let stale = lock.as_ref().map_or(true, |l| l.is_stale(now));
+        if stale || a.remove_all {
+            repo.remove_lock(&id)?;
+            removed += 1;
+        } else {
+            kept += 1;
+            if let Ok(l) = lock {
+                out.info(format!(
+                    "lock {} is live ({:?} by {} pid {}, refreshed {}); --remove-all removes it",
+                    id.short(),
+                    l.kind,
+                    l.hostname,
+                    l.pid,
+                    l.time.to_rfc3339()
+                ));
+            }
+        }
+    }
+    if out.json {
+        println!(
+            "{}",
+            serde_json::json!({ "removed": removed, "live": kept })
+        );
+    } else {
+        out.info(format!("removed {removed} stale locks"));
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,603 @@
+//! `prune`: removes data no snapshot needs, while backups go on writing. The loop:
+//!
+//! ```text
+//!  exclusive prune lock (backups never wait for it)
+//!  read index files and condemned lists, list packs
+//!  mark: walk every snapshot, one bit per index entry
+//!  plan: per pack, used / unused bytes
+//!        all unused → condemn;  partly used → repack the worst until unused ≤ --max-unused
+//!        in data/ but in no index → condemn (a running backup's packs are rescued later)
+//!  repack: copy used blobs, still sealed, into new packs; upload them
+//!  commit: uncommitted condemned list → new index files → delete the old index files
+//!          → committed condemned list (then the uncommitted one goes)
+//!  sweep:  for each condemned list no running backup can still depend on, re-read the
+//!          snapshots written meanwhile, rescue (re-index) packs they need, delete the rest
+//! ```
+//!
+//! The invariant (see `docs/design.md`, "Garbage collection"): at every moment, every blob a
+//! snapshot refers to is in a stored pack named by an index file or a condemned list, and a
+//! pack is deleted only when no backup that might have deduplicated against it is still
+//! running. Memory: the index (52 bytes per blob) plus one bit per blob and 4 bytes per blob
+//! while index files are rewritten; one pack at a time while repacking.
+
+use std::collections::{HashMap, HashSet};
+
+use cairn_repo_format::blob::open_blob;
+use cairn_repo_format::condemned::Stamp;
+use cairn_repo_format::lock::LockKind;
+use cairn_repo_format::pack::{PackBuilder, PackEntry};
+use cairn_repo_format::{
+    BackendError, BlobType, FileKind, Id, Indexed, Opened, RepoError, Repository,
+};
+use chrono::{DateTime, Utc};
+
+use crate::inventory::{self, CondemnedList};
+use crate::lock::{LockError, RepoLock};
+use crate::reach::Reach;
+
+/// Entries per index file written by prune.
+const INDEX_FILE_BLOBS: usize = 50_000;
+
+/// How far apart the clocks of the machines writing one repository may be. A backup lock
+/// that started before a condemned list's time plus this margin blocks the list's sweep.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Settings.
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Unused space tolerated in partly used packs, as a fraction of the repository (0.05).
+    pub max_unused: f64,
+    /// Repack at most this many bytes of packs.
+    pub max_repack_bytes: Option<u64>,
+    /// Plan only; write and delete nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: 0.05,
+            max_repack_bytes: None,
+            dry_run: false,
+        }
+    }
+}
+
+/// What prune found and did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PruneStats {
+    /// Snapshots read.
+    pub snapshots: u64,
+    /// Packs in `data/` at the start.
+    pub packs: u64,
+    /// Bytes of blobs snapshots use.
+    pub used_bytes: u64,
+    /// Bytes in packs that no snapshot uses (before this prune).
+    pub unused_bytes: u64,
+    /// Packs with no used blob, condemned.
+    pub packs_unused: u64,
+    /// Packs in no index, condemned.
+    pub packs_unindexed: u64,
+    /// Partly used packs repacked (and condemned).
+    pub packs_repacked: u64,
+    /// Bytes of used blobs copied by repacking.
+    pub bytes_repacked: u64,
+    /// New packs written by repacking.
+    pub packs_written: u64,
+    /// Packs deleted by the sweep.
+    pub packs_deleted: u64,
+    /// Bytes freed by the sweep.
+    pub bytes_freed: u64,
+    /// Condemned packs a snapshot turned out to need, re-indexed.
+    pub packs_rescued: u64,
+    /// Condemned lists left for a later prune, and why.
+    pub deferred: Vec<String>,
+}
+
+/// Why prune stopped without changing anything it should not.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// Another prune is running, or the lock could not be written.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The repository is damaged; pruning it could lose more.
+    #[error(
+        "the repository is damaged, so nothing was pruned:\n  {}\nrun `cairn check`, then `cairn repair index` or `cairn repair snapshots`",
+        .0.join("\n  ")
+    )]
+    Damaged(Vec<String>),
+    /// Storage failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// Per main-index pack: what the mark phase found.
+#[derive(Clone, Copy, Default)]
+struct PackUse {
+    used_blobs: u32,
+    used_bytes: u64,
+}
+
+/// Runs a prune. `log` receives one line per notable step.
+pub fn run(
+    repo: Repository<Opened>,
+    opts: &PruneOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<PruneStats, PruneError> {
+    let _lock = RepoLock::acquire(&repo, LockKind::Prune)?;
+    let started = Utc::now();
+    let mut damaged = Vec::new();
+    let (repo, inv) = inventory::load(repo, &mut |e| damaged.push(e.to_string()))?;
+    if !damaged.is_empty() {
+        return Err(PruneError::Damaged(damaged));
+    }
+    let listed = inventory::list_packs(&repo)?;
+    let mut stats = PruneStats {
+        packs: listed.len() as u64,
+        ..Default::default()
+    };
+
+    // Mark.
+    let mut reach = Reach::new(&repo);
+    let mut walked = HashSet::new();
+    mark(&repo, &mut reach, &mut walked, &mut damaged, &mut stats)?;
+    if !damaged.is_empty() {
+        return Err(PruneError::Damaged(damaged));
+    }
+    let index = repo.index().clone();
+    let Reach {
+        main: used,
+        pending: used_pending,
+        ..
+    } = reach;
+    let mut usage = vec![PackUse::default(); index.packs().len()];
+    for pos in 0..index.len() {
+        if used.contains(pos) {
+            let (pack, e) = index.entry_at(pos);
+            let u = &mut usage[pack as usize];
+            u.used_blobs += 1;
+            u.used_bytes += e.length as u64;
+        }
+    }
+    // Old condemned lists: which of their packs the snapshots read so far need.
+    let mut needed_pending: HashSet<Id> = HashSet::new();
+    for pos in 0..repo.pending().len() {
+        if used_pending.contains(pos) {
+            let (pack, _) = repo.pending().entry_at(pos);
+            needed_pending.insert(repo.pending().packs()[pack as usize]);
+        }
+    }
+
+    // Plan.
+    let mut condemn: Vec<u32> = Vec::new();
+    let mut partial: Vec<(u32, u64, u64)> = Vec::new(); // pack number, size, unused bytes
+    let mut missing = Vec::new();
+    for (n, pack) in index.packs().iter().enumerate() {
+        let Some(&size) = listed.get(pack) else {
+            missing.push(format!(
+                "{}: indexed but missing from the repository",
+                FileKind::Pack.path(pack)
+            ));
+            continue;
+        };
+        let u = usage[n];
+        stats.used_bytes += u.used_bytes;
+        let unused = size.saturating_sub(u.used_bytes);
+        if u.used_blobs == 0 {
+            condemn.push(n as u32);
+            stats.unused_bytes += size;
+        } else if unused > header_size(u.used_blobs) {
+            stats.unused_bytes += unused - header_size(u.used_blobs);
+            partial.push((n as u32, size, unused - header_size(u.used_blobs)));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(PruneError::Damaged(missing));
+    }
+    let indexed: HashSet<&Id> = index.packs().iter().chain(repo.pending().packs()).collect();
+    let mut unindexed: Vec<Id> = listed
+        .keys()
+        .filter(|p| !indexed.contains(p))
+        .copied()
+        .collect();
+    unindexed.sort();
+    let repack = choose_repack(&mut partial, opts, stats.used_bytes);
+    log(&format!(
+        "{} snapshots; {} packs: {} unused, {} to repack, {} in no index; {} used, {} unused",
+        stats.snapshots,
+        listed.len(),
+        condemn.len(),
+        repack.len(),
+        unindexed.len(),
+        crate::human_bytes(stats.used_bytes),
+        crate::human_bytes(stats.unused_bytes)
+    ));
+    if opts.dry_run {
+        stats.packs_unused = condemn.len() as u64;
+        stats.packs_repacked = repack.len() as u64;
+        stats.packs_unindexed = unindexed.len() as u64;
+        return Ok(stats);
+    }
+
+    // Entries of every pack leaving the index, and the used entries of packs to repack.
+    let leaving: HashSet<u32> = condemn.iter().chain(&repack).copied().collect();
+    let repack_set: HashSet<u32> = repack.iter().copied().collect();
+    let mut leaving_entries: HashMap<u32, Vec<PackEntry>> = HashMap::new();
+    let mut to_copy: HashMap<u32, Vec<PackEntry>> = HashMap::new();
+    for pos in 0..index.len() {
+        let (pack, e) = index.entry_at(pos);
+        if leaving.contains(&pack) {
+            leaving_entries.entry(pack).or_default().push(e);
+            if repack_set.contains(&pack) && used.contains(pos) {
+                to_copy.entry(pack).or_default().push(e);
+            }
+        }
+    }
+
+    // Repack.
+    let mut new_packs: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+    repack_packs(&repo, &repack, &mut to_copy, &mut new_packs, &mut stats)?;
+    stats.packs_unused = condemn.len() as u64;
+
+    // Condemned entries: unused and repacked packs (their index entries), unindexed packs
+    // (their headers; a pack whose header cannot be read has nothing to rescue).
+    let mut condemned: Vec<(Id, Vec<PackEntry>)> = leaving_entries
+        .into_iter()
+        .map(|(n, mut es)| {
+            es.sort_by_key(|e| e.offset);
+            (index.packs()[n as usize], es)
+        })
+        .collect();
+    for pack in &unindexed {
+        let entries = repo.read_pack_header(pack).unwrap_or_else(|e| {
+            log(&format!("{e} (condemned without entries)"));
+            Vec::new()
+        });
+        condemned.push((*pack, entries));
+    }
+    stats.packs_unindexed = unindexed.len() as u64;
+    condemned.sort_by_key(|(p, _)| *p);
+
+    // Commit: uncommitted list, new index, old index gone, committed list.
+    let listed_as =
+        |s: Stamp| repo.save_condemned(s, condemned.iter().map(|(p, e)| (p, e.as_slice())));
+    let pre = if condemned.is_empty() {
+        None
+    } else {
+        Some(listed_as(Stamp {
+            time: Utc::now(),
+            committed: false,
+        })?)
+    };
+    write_index(&repo, &leaving, &new_packs)?;
+    for id in &inv.index_files {
+        delete(&repo, &FileKind::Index.path(id))?;
+    }
+    let mut lists = inv.condemned.clone();
+    if let Some(pre) = pre {
+        let stamp = Stamp {
+            time: Utc::now(),
+            committed: true,
+        };
+        let id = listed_as(stamp)?;
+        delete(&repo, &FileKind::Condemned.path(&pre))?;
+        lists.push(CondemnedList {
+            id,
+            stamp,
+            packs: condemned.iter().map(|(p, _)| *p).collect(),
+        });
+    }
+    drop(condemned);
+
+    // Sweep.
+    sweep(
+        repo,
+        &lists,
+        started,
+        &walked,
+        &needed_pending,
+        &listed,
+        &mut stats,
+        log,
+    )?;
+    Ok(stats)
+}
+
+/// Sealed size of a pack header with `n` entries, plus the length trailer.
+fn header_size(n: u32) -> u64 {
+    1 + n as u64 * cairn_repo_format::pack::ENTRY_LEN as u64
+        + cairn_repo_format::crypto::SEAL_OVERHEAD as u64
+        + 4
+}
+
+/// Walks every snapshot not walked yet. A snapshot removed meanwhile (by `forget`) is skipped.
+fn mark(
+    repo: &Repository<Indexed>,
+    reach: &mut Reach<'_>,
+    walked: &mut HashSet<Id>,
+    damaged: &mut Vec<String>,
+    stats: &mut PruneStats,
+) -> Result<(), RepoError> {
+    let mut ids = repo.snapshot_ids()?;
+    ids.sort();
+    for id in ids {
+        if !walked.insert(id) {
+            continue;
+        }
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
+            Err(e) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+        };
+        stats.snapshots += 1;
+        let short = id.short();
+        reach.walk(
+            &snap.tree,
+            "/",
+            &mut |p| damaged.push(format!("snapshot {short}: {p}")),
+            &mut |_| {},
+        );
+    }
+    Ok(())
+}
+
+/// Picks partly used packs to repack, most wasteful first, until the unused space left is
+/// within `max_unused` of the repository or the repack budget is spent.
+fn choose_repack(partial: &mut [(u32, u64, u64)], opts: &PruneOptions, used: u64) -> Vec<u32> {
+    partial.sort_by(|a, b| {
+        let fa = a.2 as f64 / a.1.max(1) as f64;
+        let fb = b.2 as f64 / b.1.max(1) as f64;
+        fb.total_cmp(&fa).then(a.0.cmp(&b.0))
+    });
+    let mut unused: u64 = partial.iter().map(|p| p.2).sum();
+    let mut budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
+    let mut out = Vec::new();
+    for &(n, size, waste) in partial.iter() {
+        let limit = opts.max_unused * (used + unused) as f64;
+        if (unused as f64) <= limit {
+            break;
+        }
+        if size > budget {
+            continue;
+        }
+        budget -= size;
+        unused -= waste;
+        out.push(n);
+    }
+    out
+}
+
+/// Copies the used blobs of `repack` into new packs (verifying each first) and uploads them.
+fn repack_packs(
+    repo: &Repository<Indexed>,
+    repack: &[u32],
+    to_copy: &mut HashMap<u32, Vec<PackEntry>>,
+    new_packs: &mut Vec<(Id, Vec<PackEntry>)>,
+    stats: &mut PruneStats,
+) -> Result<(), PruneError> {
+    let target = repo.config().pack_size as usize;
+    let mut builders = [PackBuilder::default(), PackBuilder::default()];
+    let mut upload = |b: PackBuilder, stats: &mut PruneStats| -> Result<(), RepoError> {
+        let pack = b.finish(repo.key());
+        match repo.backend().put(
+            &FileKind::Pack.path(&pack.id),
+            bytes::Bytes::from(pack.bytes),
+        ) {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        stats.packs_written += 1;
+        new_packs.push((pack.id, pack.entries));
+        Ok(())
+    };
+    for &n in repack {
+        let pack = repo.index().packs()[n as usize];
+        let path = FileKind::Pack.path(&pack);
+        let mut entries = to_copy.remove(&n).unwrap_or_default();
+        entries.sort_by_key(|e| e.offset);
+        let bytes = repo.backend().get(&path, None).map_err(RepoError::from)?;
+        let mut bad = Vec::new();
+        for e in &entries {
+            let range = e.offset as usize..e.offset as usize + e.length as usize;
+            let ok = bytes.get(range.clone()).is_some_and(|sealed| {
+                open_blob(repo.key(), e.ty, &e.id, e.compression, e.raw_length, sealed).is_ok()
+            });
+            if !ok {
+                bad.push(format!(
+                    "{path}: {} blob {} is damaged; a snapshot needs it",
+                    e.ty.name(),
+                    e.id
+                ));
+                continue;
+            }
+            let b = &mut builders[(e.ty == BlobType::Tree) as usize];
+            b.add_stored(e.ty, e.id, e.compression, e.raw_length, &bytes[range]);
+            stats.bytes_repacked += e.length as u64;
+            if b.len() >= target {
+                let full = std::mem::take(b);
+                upload(full, stats)?;
+            }
+        }
+        if !bad.is_empty() {
+            return Err(PruneError::Damaged(bad));
+        }
+        stats.packs_repacked += 1;
+    }
+    for b in builders {
+        if !b.is_empty() {
+            upload(b, stats)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the new index: every main-index pack not leaving, plus the new packs, grouped by
+/// pack, [`INDEX_FILE_BLOBS`] entries per file.
+fn write_index(
+    repo: &Repository<Indexed>,
+    leaving: &HashSet<u32>,
+    new_packs: &[(Id, Vec<PackEntry>)],
+) -> Result<(), RepoError> {
+    let index = repo.index();
+    let mut order: Vec<u32> = (0..index.len() as u32)
+        .filter(|&pos| !leaving.contains(&index.entry_at(pos as usize).0))
+        .collect();
+    order.sort_by_key(|&pos| index.entry_at(pos as usize).0);
+    let mut file: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+    let mut in_file = 0;
+    let flush = |file: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<(), RepoError> {
+        if !file.is_empty() {
+            repo.save_index(file.iter().map(|(p, e)| (p, e.as_slice())))?;
+            file.clear();
+        }
+        Ok(())
+    };
+    let mut i = 0;
+    while i < order.len() {
+        let pack = index.entry_at(order[i] as usize).0;
+        let mut entries = Vec::new();
+        while i < order.len() && index.entry_at(order[i] as usize).0 == pack {
+            entries.push(index.entry_at(order[i] as usize).1);
+            i += 1;
+        }
+        entries.sort_by_key(|e| e.offset);
+        in_file += entries.len();
+        file.push((index.packs()[pack as usize], entries));
+        if in_file >= INDEX_FILE_BLOBS {
+            flush(&mut file)?;
+            in_file = 0;
+        }
+    }
+    for (p, e) in new_packs {
+        file.push((*p, e.clone()));
+    }
+    flush(&mut file)
+}
+
+fn delete(repo: &Repository<Indexed>, path: &str) -> Result<(), RepoError> {
+    match repo.backend().delete(path) {
+        Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the packs of every condemned list that no running backup can depend on, after
+/// rescuing those that snapshots written meanwhile need.
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    repo: Repository<Indexed>,
+    lists: &[CondemnedList],
+    started: DateTime<Utc>,
+    walked: &HashSet<Id>,
+    needed_pending: &HashSet<Id>,
+    listed: &HashMap<Id, u64>,
+    stats: &mut PruneStats,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), PruneError> {
+    if lists.is_empty() {
+        return Ok(());
+    }
+    // 1. Which lists a running backup may depend on. Locks are listed before snapshots: a
+    //    backup writes its snapshot before it removes its lock, so one that finished is seen.
+    let now = Utc::now();
+    let running: Vec<_> = repo
+        .locks()?
+        .into_iter()
+        .filter_map(|(id, l)| l.ok().map(|l| (id, l)))
+        .filter(|(_, l)| l.kind == LockKind::Backup && !l.is_stale(now))
+        .collect();
+    let mut eligible = Vec::new();
+    for list in lists {
+        let since = if list.stamp.committed {
+            list.stamp.time
+        } else {
+            started
+        };
+        match running.iter().find(|(_, l)| l.started < since + CLOCK_SKEW) {
+            Some((id, l)) => stats.deferred.push(format!(
+                "{}: {} packs wait for the backup holding lock {} ({} pid {}, started {}); a later prune deletes them (`cairn unlock` if that backup is gone)",
+                FileKind::Condemned.path(&list.id),
+                list.packs.len(),
+                id.short(),
+                l.hostname,
+                l.pid,
+                l.started.to_rfc3339()
+            )),
+            None => eligible.push(list),
+        }
+    }
+    if eligible.is_empty() {
+        return Ok(());
+    }
+    // 2. Snapshots written since the mark phase, against the index as it is now.
+    let opened = repo.into_opened();
+    let mut damaged = Vec::new();
+    let (repo, _) = inventory::load(opened, &mut |e| damaged.push(e.to_string()))?;
+    let mut reach = Reach::new(&repo);
+    let mut ignored = PruneStats::default();
+    let mut walked = walked.clone();
+    mark(&repo, &mut reach, &mut walked, &mut damaged, &mut ignored)?;
+    if !damaged.is_empty() {
+        return Err(PruneError::Damaged(damaged));
+    }
+    let mut needed: HashSet<Id> = needed_pending.clone();
+    for pos in 0..repo.pending().len() {
+        if reach.pending.contains(pos) {
+            let (pack, _) = repo.pending().entry_at(pos);
+            needed.insert(repo.pending().packs()[pack as usize]);
+        }
+    }
+    // A condemned pack that some index file names again is simply kept.
+    let reindexed: HashSet<&Id> = repo.index().packs().iter().collect();
+    // 3. Rescue, delete, then drop the list.
+    let mut rescue: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+    let mut delete_packs = Vec::new();
+    for list in &eligible {
+        for pack in &list.packs {
+            if reindexed.contains(pack) {
+                continue;
+            }
+            if needed.contains(pack) {
+                if !rescue.iter().any(|(p, _)| p == pack) {
+                    rescue.push((*pack, pending_entries(&repo, pack)));
+                }
+            } else {
+                delete_packs.push(*pack);
+            }
+        }
+    }
+    if !rescue.is_empty() {
+        repo.save_index(rescue.iter().map(|(p, e)| (p, e.as_slice())))?;
+        stats.packs_rescued += rescue.len() as u64;
+        log(&format!(
+            "{} condemned packs are needed by snapshots written meanwhile; re-indexed",
+            rescue.len()
+        ));
+    }
+    delete_packs.sort();
+    delete_packs.dedup();
+    for pack in &delete_packs {
+        delete(&repo, &FileKind::Pack.path(pack))?;
+        stats.packs_deleted += 1;
+        stats.bytes_freed += listed.get(pack).copied().unwrap_or(0);
+    }
+    for list in eligible {
+        delete(&repo, &FileKind::Condemned.path(&list.id))?;
+    }
+    Ok(())
+}
+
+/// A condemned pack's entries, from the pending index.
+fn pending_entries(repo: &Repository<Indexed>, pack: &Id) -> Vec<PackEntry> {
+    let p = repo.pending();
+    let mut out: Vec<PackEntry> = (0..p.len())
+        .map(|pos| p.entry_at(pos))
+        .filter(|(n, _)| p.packs()[*n as usize] == *pack)
+        .map(|(_, e)| e)
+        .collect();
+    out.sort_by_key(|e| e.offset);
+    out
+}

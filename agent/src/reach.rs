@@ -1,0 +1,162 @@
+//! Reachability: which blobs the snapshots refer to. [`Reach`] walks snapshot trees depth-first
+//! (one tree per level in memory), visits each tree once however many snapshots share it, and
+//! records used blobs as one bit per index entry, so marking ten million blobs costs 1.2 MiB.
+//! `check`, `prune`, `stats` and `copy` build on it.
+
+use cairn_repo_format::{BlobType, Id, Indexed, RepoError, Repository};
+
+/// A fixed-size set of bits.
+#[derive(Clone, Debug, Default)]
+pub struct BitSet(Vec<u64>);
+
+impl BitSet {
+    /// `n` bits, all clear.
+    pub fn new(n: usize) -> BitSet {
+        BitSet(vec![0; n.div_ceil(64)])
+    }
+
+    /// Sets bit `i`; returns whether it was clear.
+    pub fn insert(&mut self, i: usize) -> bool {
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        let was_clear = self.0[w] & b == 0;
+        self.0[w] |= b;
+        was_clear
+    }
+
+    /// Whether bit `i` is set.
+    pub fn contains(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
+/// Something wrong found while walking.
+#[derive(Debug)]
+pub enum Problem {
+    /// A referenced blob is in no index.
+    Missing {
+        /// Blob type.
+        ty: BlobType,
+        /// Blob id.
+        id: Id,
+        /// Path inside the snapshot that refers to it.
+        path: String,
+    },
+    /// A tree could not be loaded or parsed.
+    BadTree {
+        /// Tree id.
+        id: Id,
+        /// Its path inside the snapshot.
+        path: String,
+        /// Why.
+        error: RepoError,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing { ty, id, path } => write!(
+                f,
+                "{path}: {} blob {id} is not in any index (data missing)",
+                ty.name()
+            ),
+            Problem::BadTree { id, path, error } => write!(f, "{path}: tree {id}: {error}"),
+        }
+    }
+}
+
+/// Where a used blob's entry is: the main index or the condemned packs' entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Position in [`Repository::index`].
+    Main(usize),
+    /// Position in [`Repository::pending`].
+    Pending(usize),
+}
+
+/// The used-blob sets of one walk.
+pub struct Reach<'r> {
+    repo: &'r Repository<Indexed>,
+    /// Used entries of the main index.
+    pub main: BitSet,
+    /// Used entries of condemned packs.
+    pub pending: BitSet,
+}
+
+impl<'r> Reach<'r> {
+    /// Nothing marked yet.
+    pub fn new(repo: &'r Repository<Indexed>) -> Self {
+        Reach {
+            repo,
+            main: BitSet::new(repo.index().len()),
+            pending: BitSet::new(repo.pending().len()),
+        }
+    }
+
+    /// Where blob (`ty`, `id`) is, if anywhere.
+    pub fn slot(&self, ty: BlobType, id: &Id) -> Option<Slot> {
+        if let Some(p) = self.repo.index().position(ty, id) {
+            return Some(Slot::Main(p));
+        }
+        self.repo.pending().position(ty, id).map(Slot::Pending)
+    }
+
+    /// Marks a blob used: `Some(true)` the first time, `Some(false)` after, `None` if it is in
+    /// no index.
+    pub fn mark(&mut self, ty: BlobType, id: &Id) -> Option<bool> {
+        Some(match self.slot(ty, id)? {
+            Slot::Main(p) => self.main.insert(p),
+            Slot::Pending(p) => self.pending.insert(p),
+        })
+    }
+
+    /// Walks the tree `root` (shown as `path`), marking everything it refers to. Trees seen
+    /// before are skipped with everything below them. `data` is called once per newly marked
+    /// data blob.
+    pub fn walk(
+        &mut self,
+        root: &Id,
+        path: &str,
+        problem: &mut dyn FnMut(Problem),
+        data: &mut dyn FnMut(&Id),
+    ) {
+        match self.mark(BlobType::Tree, root) {
+            None => {
+                return problem(Problem::Missing {
+                    ty: BlobType::Tree,
+                    id: *root,
+                    path: path.to_string(),
+                });
+            }
+            Some(false) => return,
+            Some(true) => {}
+        }
+        let tree = match self.repo.load_tree(root) {
+            Ok(t) => t,
+            Err(error) => {
+                return problem(Problem::BadTree {
+                    id: *root,
+                    path: path.to_string(),
+                    error,
+                });
+            }
+        };
+        for node in &tree.nodes {
+            let child = format!("{}/{}", path.trim_end_matches('/'), node.name.display());
+            for id in node.content.iter().flatten() {
+                match self.mark(BlobType::Data, id) {
+                    None => problem(Problem::Missing {
+                        ty: BlobType::Data,
+                        id: *id,
+                        path: child.clone(),
+                    }),
+                    Some(true) => data(id),
+                    Some(false) => {}
+                }
+            }
+            if let Some(sub) = &node.subtree {
+                self.walk(sub, &child, problem, data);
+            }
+        }
+    }
+}
