@@ -5,7 +5,11 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
+pub mod diff;
+pub mod dump;
 pub mod filter;
+pub mod find;
 pub mod forget;
 pub mod fsmeta;
 pub mod inventory;
@@ -16,6 +20,7 @@ pub mod reach;
 pub mod repair;
 pub mod restore;
 pub mod select;
+pub mod stats;
 
 /// A byte count for people: `512 B`, `1.500 MiB`.
 pub fn human_bytes(n: u64) -> String {

@@ -544,3 +544,106 @@ fn stdin_dumps_of_a_slowly_changing_database_deduplicate() {
     let bad = repo.run_with_stdin(&["backup", "--stdin", "--stdin-filename", "../x"], &first);
     bad.expect_code(1).stderr_has("plain file name");
 }
+
+#[test]
+fn copy_diff_find_dump_and_stats() {
+    let base = tempdir();
+    let src = base.path().join("src");
+    files(&src, "f", 3, 300_000, 8);
+    write_file(&src.join("etc/app.conf"), b"port = 5432\n");
+    let repo = Repo::init_small_chunks(&base.path().join("repo"));
+    let first = backup_as(&repo, &src, "h");
+    std::fs::copy(src.join("f0.bin"), src.join("copy.bin")).unwrap();
+    write_file(&src.join("etc/app.conf"), b"port = 6432\n");
+    std::fs::remove_file(src.join("f2.bin")).unwrap();
+    let second = backup_as(&repo, &src, "h");
+
+    let out = repo.run(&["diff", &first[..8], &second[..8]]);
+    out.success();
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.contains("    /")).collect();
+    assert_eq!(
+        lines,
+        vec!["+    /copy.bin", "M    /etc/app.conf", "-    /f2.bin"],
+        "{}",
+        out.stdout
+    );
+
+    let out = repo.run(&["find", "*.conf", "--json"]);
+    out.success();
+    let hits: Vec<Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(hits.len(), 2, "{}", out.stdout);
+    assert!(hits.iter().all(|h| h["path"] == "/etc/app.conf"));
+
+    let out = repo.run(&["dump", &first[..8], "/etc/app.conf"]);
+    out.success();
+    assert_eq!(out.stdout, "port = 5432\n");
+    let tar_path = base.path().join("all.tar");
+    let dumped = Command::new(cairn_bin())
+        .args(["-r", repo.path.to_str().unwrap(), "dump", "latest", "/"])
+        .env("CAIRN_PASSWORD", &repo.password)
+        .stdout(Stdio::from(std::fs::File::create(&tar_path).unwrap()))
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+    let x = base.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    let tar = Command::new("tar")
+        .arg("xf")
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap();
+    assert!(tar.success(), "GNU tar reads the archive");
+    assert!(
+        read_tree_files(&src) == read_tree_files(&x),
+        "tar holds the snapshot"
+    );
+    repo.run(&["dump", "latest", "/nope"])
+        .expect_code(1)
+        .stderr_has("not in the snapshot");
+
+    let s = json(&repo.run(&["stats", "--json"]));
+    assert_eq!(s["snapshots"], 2);
+    assert_eq!(s["files"], 4 + 4, "{s}");
+    assert!(s["dedup_ratio"].as_f64().unwrap() > 1.5, "{s}");
+
+    // Copy into a repository with another password: all snapshots, then nothing more.
+    let other = Repo {
+        path: base.path().join("other"),
+        password: "other password".into(),
+        who: RunAs::Me,
+    };
+    let mut init = vec!["-r", other.path.to_str().unwrap(), "init"];
+    init.extend_from_slice(FAST_KDF);
+    run_cairn(&init, Some("other password"), RunAs::Me).success();
+    let env = vec![("CAIRN_FROM_PASSWORD".to_string(), repo.password.clone())];
+    let mut args = vec![
+        "-r",
+        other.path.to_str().unwrap(),
+        "copy",
+        "--json",
+        "--from-repo",
+    ];
+    args.push(repo.path.to_str().unwrap());
+    let out = run_cairn_with_env(&args, Some("other password"), RunAs::Me, &env);
+    out.success();
+    let c = json(&out);
+    assert_eq!(c["copied"].as_array().unwrap().len(), 2, "{c}");
+    let again = json(&run_cairn_with_env(
+        &args,
+        Some("other password"),
+        RunAs::Me,
+        &env,
+    ));
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 2, "{again}");
+    assert_eq!(again["blobs_added"], 0, "{again}");
+    check_passes(&other, true);
+    restore_matches(&other, "latest", &src, base.path());
+    let out = run_cairn_with_env(&args, Some("other password"), RunAs::Me, &[]);
+    out.expect_code(1).stderr_has("CAIRN_FROM_PASSWORD");
+}

@@ -60,6 +60,77 @@ pub enum Command {
     /// Repair a damaged repository: rebuild the index, or drop references to lost data.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Copy snapshots from another repository, storing only the data this one lacks.
+    Copy(CopyArgs),
+    /// Show what changed between two snapshots.
+    Diff(DiffArgs),
+    /// Find files and directories by name or path pattern in snapshots.
+    Find(FindArgs),
+    /// Write a file from a snapshot to stdout, or a directory as a tar archive.
+    Dump(DumpArgs),
+    /// Sizes: what a restore would write, what is stored, and the deduplication ratio.
+    Stats(StatsArgs),
+}
+
+/// `copy`
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Snapshots to copy (ids, prefixes or `latest`); default: all passing the filters.
+    pub snapshots: Vec<String>,
+    /// The repository to copy from.
+    #[arg(long, value_name = "LOCATION", env = "CAIRN_FROM_REPOSITORY")]
+    pub from_repo: String,
+    /// Its password, from this file; else CAIRN_FROM_PASSWORD, else a prompt.
+    #[arg(long, value_name = "FILE", env = "CAIRN_FROM_PASSWORD_FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Which snapshots (when none are named).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `diff`
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot.
+    pub first: String,
+    /// The newer snapshot.
+    pub second: String,
+}
+
+/// `find`
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Patterns: a name (`*.conf`) matches anywhere, one with `/` the whole path.
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Which snapshots to search.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `dump`
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// `latest` or an id (prefix).
+    pub snapshot: String,
+    /// A file or directory inside the snapshot (`/` for all of it).
+    pub path: String,
+    /// Filters for `latest`.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `stats`
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Snapshots (ids, prefixes or `latest`); default: all passing the filters.
+    pub snapshots: Vec<String>,
+    /// Which figure leads: restore-size or raw-data (both are always computed).
+    #[arg(long, default_value = "restore-size", value_parser = ["restore-size", "raw-data"])]
+    pub mode: String,
+    /// Which snapshots (when none are named).
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `repair`

@@ -5,6 +5,10 @@ pub mod args;
 mod backup;
 mod cat;
 mod check;
+mod copy;
+mod diff;
+mod dump;
+mod find;
 mod forget;
 mod init;
 mod key;
@@ -14,6 +18,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod stats;
 mod tag;
 mod unlock;
 
@@ -65,6 +70,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     let ctx = Ctx {
         repo: cli.repo,
         password_file: cli.password_file,
+        password_env: "CAIRN_PASSWORD",
     };
     match cli.command {
         Command::Init(a) => init::run(&ctx, &out, a),
@@ -80,6 +86,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Unlock(a) => unlock::run(&ctx, &out, a),
         Command::Tag(a) => tag::run(&ctx, &out, a),
         Command::Repair(a) => repair::run(&ctx, &out, a),
+        Command::Copy(a) => copy::run(&ctx, &out, a),
+        Command::Diff(a) => diff::run(&ctx, &out, a),
+        Command::Find(a) => find::run(&ctx, &out, a),
+        Command::Dump(a) => dump::run(&ctx, &out, a),
+        Command::Stats(a) => stats::run(&ctx, &out, a),
     }
 }
 
@@ -101,6 +112,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 pub struct Ctx {
     repo: Option<String>,
     password_file: Option<std::path::PathBuf>,
+    /// The variable holding the password (`CAIRN_PASSWORD`, or `CAIRN_FROM_PASSWORD`).
+    password_env: &'static str,
 }
 
 impl Ctx {
@@ -119,15 +132,20 @@ impl Ctx {
             }
             return Ok(pw);
         }
-        if let Ok(pw) = std::env::var("CAIRN_PASSWORD") {
+        if let Ok(pw) = std::env::var(self.password_env) {
             if pw.is_empty() {
-                bail!("CAIRN_PASSWORD is set but empty");
+                bail!("{} is set but empty", self.password_env);
             }
             return Ok(pw);
         }
         if !std::io::stdin().is_terminal() {
+            let (env, flag) = match self.password_env {
+                "CAIRN_PASSWORD" => ("CAIRN_PASSWORD", "--password-file"),
+                _ => ("CAIRN_FROM_PASSWORD", "--from-password-file"),
+            };
             bail!(
-                "no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or pass --password-file"
+                "no password given for {}: set {env} or {env}_FILE, or pass {flag}",
+                self.repo.as_deref().unwrap_or("the repository")
             );
         }
         let pw = rpassword::prompt_password("enter password for repository: ")?;
@@ -164,6 +182,15 @@ impl Ctx {
             bail!("empty password refused");
         }
         Ok(pw)
+    }
+
+    /// Another repository (for `copy --from-repo`), with its own password source.
+    pub fn other(location: &str, password_file: Option<std::path::PathBuf>) -> Ctx {
+        Ctx {
+            repo: Some(location.to_string()),
+            password_file,
+            password_env: "CAIRN_FROM_PASSWORD",
+        }
     }
 
     /// Opens the repository (keys and config).

@@ -1,0 +1,29 @@
+//! `cairn find PATTERN…`.
+
+use anyhow::Result;
+use cairn_agent::filter::Patterns;
+use cairn_agent::{find, select};
+
+use super::args::FindArgs;
+use super::{Ctx, Out, Outcome};
+
+pub fn run(ctx: &Ctx, out: &Out, a: FindArgs) -> Result<Outcome> {
+    let patterns = Patterns::new(&a.patterns)?;
+    let repo = ctx.open_indexed()?;
+    let snaps = select::list(&repo, &a.filter.to_filter()?)?;
+    let mut hits = 0u64;
+    let json = out.json;
+    find::run(&repo, &snaps, &patterns, &mut |id, path, node| {
+        hits += 1;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "snapshot": id, "path": path, "type": node.kind, "size": node.size, "mtime": node.mtime })
+            );
+        } else {
+            println!("{}  {path}", id.short());
+        }
+    })?;
+    out.info(format!("{hits} matches in {} snapshots", snaps.len()));
+    Ok(Outcome::Success)
+}
