@@ -110,10 +110,12 @@ pub struct RestoreTuning {
     /// Neighbouring blobs of a pack at most this far apart are read with one GET (the gap is
     /// read and dropped).
     pub max_gap: u64,
-    /// Longest single GET (a larger blob is still read whole).
+    /// Longest single GET (a larger blob is still read whole); 0: a whole pack (the
+    /// repository's pack size plus one chunk), so a batch reads each pack with one GET.
     pub max_range: u64,
-    /// Bytes fetched and not yet written, at most (a range holds its share until its last
-    /// blob is written).
+    /// Bytes held between fetch and write, at most: half for fetched ranges (held until their
+    /// blobs are opened), half for plaintexts (held until written). A single range or blob
+    /// larger than its half still goes through, alone.
     pub in_flight_bytes: u64,
 }
 
@@ -126,7 +128,7 @@ impl Default for RestoreTuning {
             batch_files: 256,
             batch_blobs: 4096,
             max_gap: 1 << 20,
-            max_range: 16 << 20,
+            max_range: 0,
             in_flight_bytes: 64 << 20,
         }
     }
@@ -239,32 +241,41 @@ pub fn run_with(
         exclude: opts.exclude.clone(),
     };
     let t = tuning;
+    let config = repo.config();
+    let whole_pack = config.pack_size as u64 + config.chunker.max as u64 + (64 << 10);
     let limits = Limits {
         files: t.batch_files.max(1),
         blobs: t.batch_blobs.max(1),
         max_gap: t.max_gap,
-        max_range: t.max_range.max(1),
+        max_range: match t.max_range {
+            0 => whole_pack,
+            n => n,
+        },
     };
     let unseal_threads = match t.unseal_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let budget = Budget::new(t.in_flight_bytes);
+    // Half for fetched (sealed) ranges, half for plaintexts waiting to be written.
+    let sealed_budget = Budget::new(t.in_flight_bytes / 2);
+    let plain_budget = Budget::new(t.in_flight_bytes / 2);
     std::thread::scope(|s| {
         let shared = &shared;
-        let budget = &budget;
+        let (sealed_budget, plain_budget) = (&sealed_budget, &plain_budget);
         let (fetch_tx, fetch_rx) = bounded(limits.blobs.min(1024));
         let (unseal_tx, unseal_rx) = bounded(2 * unseal_threads);
         let (write_tx, write_rx) = bounded(64);
         for _ in 0..t.connections.max(1) {
             let (rx, tx) = (fetch_rx.clone(), unseal_tx.clone());
             spawn(s, "cairn-fetch", move || {
-                fetch::worker(shared, budget, rx, tx)
+                fetch::worker(shared, sealed_budget, rx, tx)
             })?;
         }
         for _ in 0..unseal_threads {
             let (rx, tx) = (unseal_rx.clone(), write_tx.clone());
-            spawn(s, "cairn-unseal", move || unseal::worker(shared, rx, tx))?;
+            spawn(s, "cairn-unseal", move || {
+                unseal::worker(shared, plain_budget, rx, tx)
+            })?;
         }
         for _ in 0..t.write_threads.max(1) {
             let rx = write_rx.clone();

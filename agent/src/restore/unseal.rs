@@ -2,6 +2,10 @@
 //! threads, and hands its plaintext to the write stage for every place it goes (a blob shared
 //! by many files or offsets is opened once). An error names the pack and the blob and fails
 //! every file that needed it.
+//!
+//! Memory: a thread takes the blob's plaintext length from the plaintext [`Budget`] before
+//! opening it, and the plaintext returns it when its last write is done; the sealed bytes'
+//! share (taken by the fetch stage) is returned as soon as the range's blobs are all opened.
 
 use std::sync::Arc;
 
@@ -12,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::Shared;
 use super::batch::Dest;
-use super::fetch::{Permit, lose};
+use super::fetch::{Budget, Permit, lose};
 use super::write::WriteJob;
 
 /// A fetched blob and where its plaintext goes.
@@ -23,32 +27,38 @@ pub struct UnsealJob<'b> {
     pub sealed: Bytes,
     /// Files and offsets.
     pub dests: Vec<Dest>,
-    /// The read's share of the in-flight budget.
+    /// The range's share of the sealed-bytes budget.
     pub permit: Arc<Permit<'b>>,
 }
 
-/// A blob's verified plaintext.
-pub struct Plain {
+/// A blob's verified plaintext, holding its share of the plaintext budget.
+pub struct Plain<'b> {
     /// The bytes.
     pub data: Vec<u8>,
     /// All zeros: written as a hole.
     pub zero: bool,
+    _permit: Option<Permit<'b>>,
 }
 
 /// The verified plaintext of a fetched blob.
-pub fn unseal(
+pub fn unseal<'b>(
     repo: &Repository<Indexed>,
     loc: &BlobLocation,
     sealed: &[u8],
-) -> Result<Plain, RepoError> {
+) -> Result<Plain<'b>, RepoError> {
     let data = repo.open_located_blob(loc, sealed)?;
     let zero = data.iter().all(|&b| b == 0);
-    Ok(Plain { data, zero })
+    Ok(Plain {
+        data,
+        zero,
+        _permit: None,
+    })
 }
 
 /// The unseal thread: opens blobs until the channel closes.
 pub fn worker<'b>(
     shared: &Shared<'_, '_>,
+    budget: &'b Budget,
     jobs: Receiver<UnsealJob<'b>>,
     write: Sender<WriteJob<'b>>,
 ) {
@@ -59,16 +69,18 @@ pub fn worker<'b>(
             dests,
             permit,
         } = job;
+        let share = budget.acquire(loc.entry.raw_length as u64);
         let plain = unseal(shared.repo, &loc, &sealed);
-        drop(sealed);
+        // The range's buffer goes when its last blob is opened.
+        drop((sealed, permit));
         match plain {
-            Ok(plain) => {
+            Ok(mut plain) => {
+                plain._permit = Some(share);
                 let data = Arc::new(plain);
                 for dest in dests {
                     let job = WriteJob {
                         data: data.clone(),
                         dest,
-                        permit: permit.clone(),
                     };
                     if write.send(job).is_err() {
                         // The write stage is gone (a worker panicked): nothing more to do.

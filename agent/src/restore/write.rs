@@ -27,7 +27,6 @@ use crossbeam_channel::Receiver;
 
 use super::Shared;
 use super::batch::{Dest, FileState};
-use super::fetch::Permit;
 use super::unseal::Plain;
 
 /// Creates entries below one target directory.
@@ -231,19 +230,18 @@ pub fn write_chunk(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
 
 /// A blob's plaintext and one place it goes.
 pub struct WriteJob<'b> {
-    /// The plaintext (shared by every place the blob goes).
-    pub data: Arc<Plain>,
+    /// The plaintext (shared by every place the blob goes; its budget share is returned when
+    /// the last of them is written).
+    pub data: Arc<Plain<'b>>,
     /// File and offset.
     pub dest: Dest,
-    /// The read's share of the in-flight budget, returned when its last blob is written.
-    pub permit: Arc<Permit<'b>>,
 }
 
 /// The write thread: writes chunks until the channel closes, finishing files as their last
 /// chunk goes in.
 pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<WriteJob<'_>>) {
     for job in jobs {
-        let WriteJob { data, dest, permit } = job;
+        let WriteJob { data, dest } = job;
         let file = &dest.file;
         if !file.is_failed() {
             let written = if data.zero {
@@ -267,7 +265,6 @@ pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<WriteJob<'_>>) {
         }
         drop(data);
         dest.finish(shared);
-        drop(permit);
     }
 }
 
