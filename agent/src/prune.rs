@@ -289,7 +289,15 @@ pub fn run(
     }
     // The sweep loads the index afresh: drop everything sized by the old one first, so that
     // two indexes are never in memory at once.
-    drop((condemned, index, usage, used, used_pending, to_copy, new_packs));
+    drop((
+        condemned,
+        index,
+        usage,
+        used,
+        used_pending,
+        to_copy,
+        new_packs,
+    ));
 
     // Sweep.
     sweep(

@@ -237,7 +237,7 @@ fn eight_concurrent_backups_into_one_azure_repository_lose_nothing_and_share_dat
     let mut stored = 0;
     cairn_repo_format::Backend::list(&store, "data/", &mut |o| stored += o.size).unwrap();
     assert!(
-        stored < unique as u64 + 300_000,
+        stored < unique + 300_000,
         "shared content stored once after prune: {stored} bytes in packs for {unique} unique bytes"
     );
     let target = base.path().join("after-prune");
