@@ -287,7 +287,17 @@ pub fn run(
             packs: condemned.iter().map(|(p, _)| *p).collect(),
         });
     }
-    drop(condemned);
+    // The sweep loads the index afresh: drop everything sized by the old one first, so that
+    // two indexes are never in memory at once.
+    drop((
+        condemned,
+        index,
+        usage,
+        used,
+        used_pending,
+        to_copy,
+        new_packs,
+    ));
 
     // Sweep.
     sweep(

@@ -112,3 +112,148 @@ fn missing_container_is_named() {
     );
     assert!(!out.stderr.contains("panicked"));
 }
+
+/// Starts `cairn ARGS…` against Azurite without waiting for it.
+fn spawn_cairn(az: &Azurite, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(cairn_bin())
+        .args(args)
+        .envs(az.env())
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env_remove("CAIRN_REPOSITORY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cairn")
+}
+
+#[test]
+fn eight_concurrent_backups_into_one_azure_repository_lose_nothing_and_share_data() {
+    let az = Azurite::start();
+    let base = tempdir();
+    let repo = "azure://many/writers";
+    let init = cairn(
+        &az,
+        &[
+            "-r",
+            repo,
+            "init",
+            "--kdf-memory",
+            "64",
+            "--chunk-sizes",
+            SMALL_CHUNKS,
+        ],
+    );
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    let mut rng = Rng::new(77);
+    let shared = rng.bytes(2 << 20);
+    let sources: Vec<_> = (0..8)
+        .map(|i| {
+            let src = base.path().join(format!("node-{i}"));
+            write_file(&src.join("shared.bin"), &shared);
+            write_file(&src.join("own.bin"), &rng.bytes(600_000));
+            write_file(
+                &src.join(format!("dir{i}/note.txt")),
+                format!("node {i}").as_bytes(),
+            );
+            src
+        })
+        .collect();
+    let children: Vec<_> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            let host = format!("node-{i}");
+            spawn_cairn(
+                &az,
+                &[
+                    "-r",
+                    repo,
+                    "--json",
+                    "backup",
+                    "--host",
+                    &host,
+                    src.to_str().unwrap(),
+                ],
+            )
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().expect("backup");
+        assert!(
+            out.status.success(),
+            "backup {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let check = cairn(&az, &["-r", repo, "check", "--read-data", "--json"]);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    for (i, src) in sources.iter().enumerate() {
+        let target = base.path().join(format!("restore-{i}"));
+        let host = format!("node-{i}");
+        let out = cairn(
+            &az,
+            &[
+                "-r",
+                repo,
+                "restore",
+                "latest",
+                "--host",
+                &host,
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            read_tree_files(src) == read_tree_files(&target),
+            "node {i} restores byte-identical"
+        );
+    }
+    let stats = cairn(&az, &["-r", repo, "stats", "--json"]);
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    let s: serde_json::Value = serde_json::from_str(stats.stdout.trim()).unwrap();
+    assert_eq!(s["snapshots"], 8);
+    let unique = (2 << 20) + 8 * 600_000;
+    let raw = s["raw_data"].as_u64().unwrap();
+    // The shared 2 MiB is stored once (a few trees and small notes on top), not 8 times.
+    assert!(
+        raw < unique + 200_000,
+        "shared content indexed once: {raw} bytes of blobs for {unique} unique bytes"
+    );
+    // Backups that ran at the same time may each have uploaded the shared data; prune keeps
+    // one copy.
+    let prune = cairn(&az, &["-r", repo, "prune", "--max-unused", "0%"]);
+    assert_eq!(prune.code, 0, "{}", prune.stderr);
+    let check = cairn(&az, &["-r", repo, "check", "--read-data"]);
+    assert_eq!(
+        check.code, 0,
+        "{}
+{}",
+        check.stdout, check.stderr
+    );
+    let store = az.backend("many", "writers");
+    let mut stored = 0;
+    cairn_repo_format::Backend::list(&store, "data/", &mut |o| stored += o.size).unwrap();
+    assert!(
+        stored < unique + 300_000,
+        "shared content stored once after prune: {stored} bytes in packs for {unique} unique bytes"
+    );
+    let target = base.path().join("after-prune");
+    let out = cairn(
+        &az,
+        &[
+            "-r",
+            repo,
+            "restore",
+            "latest",
+            "--host",
+            "node-3",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(read_tree_files(&sources[3]) == read_tree_files(&target));
+}
