@@ -10,8 +10,9 @@
 //! after everything inside them.
 //!
 //! Bounds: a batch holds at most `files` files with content and `blobs` blob references, and at
-//! most three batches exist at a time (one finishing, one in the fetch queue, one being built),
-//! so the plan's state and the number of open files do not grow with the snapshot.
+//! most two batches exist at a time (while one is being written, the next is built; when it is
+//! full it is dispatched behind the first, and the plan waits for the first to complete), so the
+//! plan's state and the number of open files do not grow with the snapshot.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -480,5 +481,68 @@ mod tests {
         let refs = vec![blob(1, 1, 0, 400), blob(1, 2, 100, 50)];
         let reqs = schedule(refs, 0, 1000);
         assert_eq!(ranges(&reqs), vec![(1, 0, 400, 2)]);
+    }
+
+    fn dir_steps(after: Vec<After>) -> Vec<String> {
+        after
+            .into_iter()
+            .map(|a| match a {
+                After::DirMeta { rel, .. } | After::Link { rel, .. } => rel.display().to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_batch_is_dispatched_before_the_plan_waits_for_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let node: Node = serde_json::from_str(
+            r#"{"name": "f", "type": "file", "mode": 420, "uid": 0, "gid": 0,
+                "mtime": "2020-01-01T00:00:00Z",
+                "atime": "2020-01-01T00:00:00Z", "ctime": "2020-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let path = dir.path().join("f");
+        let f = File::create(&path).unwrap();
+        let state = FileState::new("f".into(), path, node.clone(), f, 2);
+        let dir_meta = |rel: &str| After::DirMeta {
+            rel: rel.into(),
+            node: Box::new(node.clone()),
+        };
+        let (tx, rx) = bounded(16);
+        let limits = Limits {
+            files: 1,
+            blobs: 1,
+            max_gap: 0,
+            max_range: 1 << 20,
+        };
+        let mut batcher = Batcher::new(limits, tx);
+        batcher
+            .current()
+            .add_chunk(blob(1, 1, 0, 10).loc, &state, 0);
+        batcher.current().defer(dir_meta("d1"));
+        assert!(batcher.blobs_full());
+        assert!(batcher.flush().is_empty(), "no batch before the first");
+        let first = rx.recv().unwrap();
+        batcher
+            .current()
+            .add_chunk(blob(1, 2, 100, 10).loc, &state, 10);
+        batcher.current().defer(dir_meta("d2"));
+        std::thread::scope(|s| {
+            let flushing = s.spawn(|| batcher.flush());
+            // The second batch is handed to the fetch stage before waiting for the first…
+            let second = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the second batch is dispatched without waiting for the first");
+            assert_eq!(second.blobs[0].start(), 100);
+            // …and its deferred steps wait until the first batch's chunks are all done.
+            assert!(
+                !flushing.is_finished(),
+                "the first batch is still being written"
+            );
+            drop(first);
+            assert_eq!(dir_steps(flushing.join().unwrap()), ["d1"]);
+            drop(second);
+        });
+        assert_eq!(dir_steps(batcher.finish()), ["d2"]);
     }
 }

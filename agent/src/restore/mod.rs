@@ -16,7 +16,7 @@
 //! * plan: depth-first over the snapshot's trees (one per level in memory), subpath and
 //!   include/exclude applied, unsafe names refused; creates entries in order.
 //! * batch: up to `batch_files` files / `batch_blobs` blob references per batch; each blob is
-//!   fetched once per batch however many files use it; at most three batches exist at once.
+//!   fetched once per batch however many files use it; at most two batches exist at once.
 //! * fetch: one ranged GET per run of neighbouring blobs of a pack; in-flight bytes bounded.
 //! * unseal: decrypt, decompress, re-hash against the blob id; once per blob.
 //! * write: inside the target only; all-zero chunks left as holes; a file is finished (length,
@@ -102,8 +102,8 @@ pub struct RestoreTuning {
     pub unseal_threads: usize,
     /// Threads writing file contents and finishing files.
     pub write_threads: usize,
-    /// Files with content per batch. At most three batches exist at once, and their files
-    /// are open: keep three times this well below the open-file limit (`ulimit -n`).
+    /// Files with content per batch. At most two batches exist at once, and their files are
+    /// open: keep twice this well below the open-file limit (`ulimit -n`, often 1024).
     pub batch_files: usize,
     /// Blob references per batch.
     pub batch_blobs: usize,
