@@ -118,3 +118,16 @@ pub fn resolve<S>(
         _ => Err(SelectError::Ambiguous(spec.into())),
     }
 }
+
+/// The snapshots named by `specs` (ids, prefixes or `latest` within `filter`), or every
+/// snapshot passing `filter` when none are named.
+pub fn pick<S>(
+    repo: &Repository<S>,
+    specs: &[String],
+    filter: &SnapshotFilter,
+) -> Result<Vec<(Id, Snapshot)>, SelectError> {
+    if specs.is_empty() {
+        return Ok(list(repo, filter)?);
+    }
+    specs.iter().map(|s| resolve(repo, s, filter)).collect()
+}

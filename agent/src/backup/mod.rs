@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cairn_repo_format::chunker::{ChunkReader, Chunker};
 use cairn_repo_format::snapshot::{Snapshot, Summary};
 use cairn_repo_format::tree::{Labels, Node};
-use cairn_repo_format::{BlobType, Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{Id, Indexed, RepoError, Repository};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -215,23 +215,7 @@ fn read_file(
     let file = read::open_for_read(&job.path)?;
     let before = file.metadata()?;
     let chunked = chunk::chunk_file(reader, key, &file, |id, data| {
-        progress
-            .bytes_read
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        progress
-            .bytes_done
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        if dedup.claim(BlobType::Data, &id) {
-            progress.data_blobs.fetch_add(1, Ordering::Relaxed);
-            progress
-                .data_added
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let sealed = seal::seal(key, BlobType::Data, id, data, level);
-            blobs
-                .send(sealed)
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "pipeline stopped"))?;
-        }
-        Ok(())
+        seal::store_chunk(key, level, dedup, blobs, progress, id, data)
     })?;
     let after = file.metadata()?;
     if read::changed_while_reading(&before, &after) || chunked.size != job.node.size {

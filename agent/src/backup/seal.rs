@@ -38,6 +38,32 @@ impl<'a> Dedup<'a> {
     }
 }
 
+/// The seal stage for one chunk: counts it, and when this caller wins the dedup claim,
+/// compresses, encrypts and sends it to the pack stage. A closed channel (the pipeline
+/// stopped) is a `BrokenPipe` error.
+#[allow(clippy::too_many_arguments)]
+pub fn store_chunk(
+    key: &MasterKey,
+    level: i32,
+    dedup: &Dedup<'_>,
+    blobs: &crossbeam_channel::Sender<SealedBlob>,
+    progress: &super::Progress,
+    id: Id,
+    data: &[u8],
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    progress.bytes_read.fetch_add(data.len() as u64, Relaxed);
+    progress.bytes_done.fetch_add(data.len() as u64, Relaxed);
+    if dedup.claim(BlobType::Data, &id) {
+        progress.data_blobs.fetch_add(1, Relaxed);
+        progress.data_added.fetch_add(data.len() as u64, Relaxed);
+        blobs
+            .send(seal(key, BlobType::Data, id, data, level))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipeline stopped"))?;
+    }
+    Ok(())
+}
+
 /// Seals a claimed blob for the pack stage.
 pub fn seal(key: &MasterKey, ty: BlobType, id: Id, plaintext: &[u8], level: i32) -> SealedBlob {
     seal_blob(key, ty, id, plaintext, level)

@@ -44,18 +44,7 @@ pub fn run(
     let (chunked, packed) = std::thread::scope(|s| {
         let packer = s.spawn(move || pack::run(repo, rx, progress));
         let chunked = chunk::chunk_file(&mut reader, key, source, |id, data| {
-            progress
-                .bytes_read
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            if dedup.claim(BlobType::Data, &id) {
-                progress.data_blobs.fetch_add(1, Ordering::Relaxed);
-                progress
-                    .data_added
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                tx.send(seal(key, BlobType::Data, id, data, level))
-                    .map_err(|_| std::io::Error::other("pipeline stopped"))?;
-            }
-            Ok(())
+            super::seal::store_chunk(key, level, &dedup, &tx, progress, id, data)
         });
         let chunked = chunked.and_then(|c| {
             let now = Utc::now();

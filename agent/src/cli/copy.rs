@@ -9,14 +9,7 @@ use super::{Ctx, Out, Outcome, bytes};
 pub fn run(ctx: &Ctx, out: &Out, a: CopyArgs) -> Result<Outcome> {
     let src = Ctx::other(&a.from_repo, a.from_password_file.clone()).open_indexed()?;
     let filter = a.filter.to_filter()?;
-    let snaps = if a.snapshots.is_empty() {
-        select::list(&src, &filter)?
-    } else {
-        a.snapshots
-            .iter()
-            .map(|s| select::resolve(&src, s, &filter))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let snaps = select::pick(&src, &a.snapshots, &filter)?;
     let dst = ctx.open()?;
     let stats = copy::run(&src, dst, &snaps)?;
     if out.json {

@@ -9,14 +9,7 @@ use super::{Ctx, Out, Outcome, bytes};
 pub fn run(ctx: &Ctx, out: &Out, a: StatsArgs) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
     let filter = a.filter.to_filter()?;
-    let snaps = if a.snapshots.is_empty() {
-        select::list(&repo, &filter)?
-    } else {
-        a.snapshots
-            .iter()
-            .map(|s| select::resolve(&repo, s, &filter))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let snaps = select::pick(&repo, &a.snapshots, &filter)?;
     let s = stats::run(&repo, &snaps)?;
     if out.json {
         println!("{}", serde_json::to_string(&s)?);

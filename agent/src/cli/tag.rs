@@ -26,14 +26,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: TagArgs) -> Result<Outcome> {
     }
     let repo = ctx.open()?;
     let filter = a.filter.to_filter()?;
-    let targets = if a.snapshots.is_empty() {
-        select::list(&repo, &filter)?
-    } else {
-        a.snapshots
-            .iter()
-            .map(|s| select::resolve(&repo, s, &filter))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let targets = select::pick(&repo, &a.snapshots, &filter)?;
     let mut changed = 0;
     for (id, snap) in targets {
         let mut tags = if a.set.is_empty() {
