@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_repo_format::backend::cloud;
+use cairn_repo_format::backend::{Retry, RetryPolicy, cloud};
 use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend};
 
 /// A parsed repository location.
@@ -71,6 +71,12 @@ fn split_bucket(url: &str, rest: &str) -> Result<(String, String), LocationError
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
+/// Every backend the engine uses retries transient failures (see
+/// [`cairn_repo_format::backend::retry`]).
+fn retrying(b: ObjectStoreBackend) -> Arc<dyn Backend> {
+    Arc::new(Retry::new(b, RetryPolicy::default()))
+}
+
 impl Location {
     /// Parses a location string.
     pub fn parse(s: &str) -> Result<Location, LocationError> {
@@ -117,7 +123,7 @@ impl Location {
                 container: name.to_string(),
             });
         }
-        Ok(Arc::new(b))
+        Ok(retrying(b))
     }
 
     /// Opens a location for `init`: creates a missing local directory or Azure container.
@@ -131,7 +137,7 @@ impl Location {
             )),
             _ => None,
         };
-        Ok((Arc::new(b), note))
+        Ok((retrying(b), note))
     }
 }
 

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 pub mod azurite;
+pub mod faultproxy;
 
 /// The password every test repository is created with.
 pub const PASSWORD: &str = "e2e correct horse battery staple";

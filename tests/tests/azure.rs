@@ -257,3 +257,92 @@ fn eight_concurrent_backups_into_one_azure_repository_lose_nothing_and_share_dat
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(read_tree_files(&sources[3]) == read_tree_files(&target));
 }
+
+#[test]
+fn backup_restore_and_check_get_through_a_faulty_network() {
+    use cairn_e2e::faultproxy::FaultProxy;
+    let az = Azurite::start();
+    let base = tempdir();
+    let src = base.path().join("src");
+    let mut rng = Rng::new(5);
+    for i in 0..6 {
+        write_file(&src.join(format!("f{i}.bin")), &rng.bytes(700_000));
+    }
+    write_file(&src.join("small.txt"), b"through the storm");
+    let mut completed = 0;
+    for seed in 0..3u64 {
+        let repo = format!("azure://faults{seed}/r");
+        let init = cairn(
+            &az,
+            &[
+                "-r",
+                &repo,
+                "init",
+                "--kdf-memory",
+                "64",
+                "--chunk-sizes",
+                SMALL_CHUNKS,
+                "--pack-size",
+                "1",
+            ],
+        );
+        assert_eq!(init.code, 0, "{}", init.stderr);
+        let upstream = format!("127.0.0.1:{}", az.port).parse().unwrap();
+        let proxy = FaultProxy::start(upstream, seed, 25);
+        let env = vec![
+            ("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string()),
+            ("AZURITE_BLOB_STORAGE_URL".to_string(), proxy.url()),
+        ];
+        let faulty = |args: &[&str]| run_cairn_with_env(args, Some(PASSWORD), RunAs::Me, &env);
+
+        let backup = faulty(&["-r", &repo, "backup", src.to_str().unwrap()]);
+        assert!(!backup.stderr.contains("panicked"), "{}", backup.stderr);
+        if backup.code != 0 {
+            // Failing is allowed only cleanly, with a repository that still checks.
+            assert!(
+                backup.stderr.contains("transient"),
+                "seed {seed}: {}",
+                backup.stderr
+            );
+            let check = cairn(&az, &["-r", &repo, "check"]);
+            assert_eq!(
+                check.code, 0,
+                "seed {seed}: check after a failed backup: {}\n{}",
+                check.stdout, check.stderr
+            );
+            continue;
+        }
+        let target = base.path().join(format!("restore-{seed}"));
+        let restore = faulty(&[
+            "-r",
+            &repo,
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            restore.code, 0,
+            "seed {seed}: restore: {}\n{}",
+            restore.stdout, restore.stderr
+        );
+        assert!(
+            read_tree_files(&src) == read_tree_files(&target),
+            "seed {seed}"
+        );
+        let check = faulty(&["-r", &repo, "check", "--read-data"]);
+        assert_eq!(
+            check.code, 0,
+            "seed {seed}: check --read-data: {}\n{}",
+            check.stdout, check.stderr
+        );
+        assert!(
+            proxy.faults() > 0,
+            "seed {seed}: the proxy injected faults: {:?}",
+            proxy.counts
+        );
+        eprintln!("seed {seed}: completed through {:?}", proxy.counts);
+        completed += 1;
+    }
+    assert!(completed > 0, "retries carry at least one seed through");
+}

@@ -29,9 +29,23 @@ fn config_error(location: &str, e: impl std::fmt::Display) -> BackendError {
     }
 }
 
+/// object_store's own retries are turned off: [`super::Retry`] retries every operation
+/// (including a body cut short mid-read, which a request-level retry does not see) under one
+/// documented policy, instead of two nested ones multiplying each other's delays.
+fn single_attempt() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    }
+}
+
 /// An Azure Blob repository in `container` under `prefix`, configured from the environment.
 pub fn azure(container: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
-    azure_with(MicrosoftAzureBuilder::from_env(), container, prefix)
+    azure_with(
+        MicrosoftAzureBuilder::from_env().with_retry(single_attempt()),
+        container,
+        prefix,
+    )
 }
 
 /// An Azure Blob repository configured by `builder` (account, credentials, endpoint).
@@ -79,13 +93,17 @@ pub fn azure_with(
 
 /// An S3 (or S3-compatible: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`) repository.
 pub fn s3(bucket: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
-    let built = AmazonS3Builder::from_env().with_bucket_name(bucket).build();
+    let built = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(single_attempt())
+        .build();
     wrap(built, prefix, format!("s3://{bucket}/{prefix}"))
 }
 
 /// A Google Cloud Storage repository.
 pub fn gcs(bucket: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
     let built = GoogleCloudStorageBuilder::from_env()
+        .with_retry(single_attempt())
         .with_bucket_name(bucket)
         .build();
     wrap(built, prefix, format!("gs://{bucket}/{prefix}"))

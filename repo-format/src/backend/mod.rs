@@ -6,6 +6,7 @@
 
 pub mod cloud;
 mod objstore;
+pub mod retry;
 
 use std::ops::Range;
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use crate::id::Id;
 
 pub use objstore::ObjectStoreBackend;
+pub use retry::{Retry, RetryPolicy};
 
 /// The directories of a repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +91,15 @@ pub enum BackendError {
         /// Object name.
         path: String,
     },
-    /// Anything else: I/O, network, permission.
+    /// A failure that may pass if tried again: a timeout, a dropped connection, 429, 5xx.
+    #[error("{path}: {message} (a transient storage error; retries did not get past it)")]
+    Transient {
+        /// Object name (or the prefix being listed).
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Anything else: I/O, permission, configuration; retrying will not help.
     #[error("{path}: {message}")]
     Other {
         /// Object name (or the prefix being listed).

@@ -101,11 +101,52 @@ fn map_err(path: &str, e: object_store::Error) -> BackendError {
         object_store::Error::AlreadyExists { .. } => {
             BackendError::AlreadyExists { path: path.into() }
         }
+        other if is_transient(&other) => BackendError::Transient {
+            path: path.into(),
+            message: other.to_string(),
+        },
         other => BackendError::Other {
             path: path.into(),
             message: other.to_string(),
         },
     }
+}
+
+/// Whether an object_store error may pass on a retry: connection failures, timeouts, cut
+/// bodies, and HTTP 408, 429 and 5xx. Permission, authentication, configuration and "not
+/// found" errors are permanent.
+fn is_transient(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    use std::io::ErrorKind;
+    let object_store::Error::Generic { source, .. } = e else {
+        return matches!(e, object_store::Error::JoinError { .. });
+    };
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<HttpError>() {
+            return !matches!(h.kind(), HttpErrorKind::Unknown);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::ConnectionRefused
+                    | ErrorKind::TimedOut
+                    | ErrorKind::UnexpectedEof
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::Interrupted
+            );
+        }
+        // object_store's status errors are not public types; their text carries the code.
+        let text = err.to_string();
+        if let Some(rest) = text.split("status code: ").nth(1) {
+            let code: u16 = rest.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            return code == 408 || code == 429 || (500..600).contains(&code);
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl Backend for ObjectStoreBackend {
