@@ -400,6 +400,9 @@ pub struct RestoreArgs {
     /// Re-read restored files and check them against the snapshot.
     #[arg(long)]
     pub verify: bool,
+    /// Pack reads in flight at once (more helps on cloud storage).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
     /// Filters for `latest`.
     #[command(flatten)]
     pub filter: FilterArgs,

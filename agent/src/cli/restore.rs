@@ -52,7 +52,14 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
             eprintln!("error: {}: {msg}", rel.display());
         }
     };
-    let result = restore::run(&repo, &snap, &opts, &progress, &mut report);
+    if a.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let tuning = restore::RestoreTuning {
+        connections: a.connections,
+        ..Default::default()
+    };
+    let result = restore::run_with(&repo, &snap, &opts, &tuning, &progress, &mut report);
     drop(display);
     result?;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
