@@ -363,25 +363,9 @@ fn open_entry(repo: &Repository<Indexed>, e: &PackEntry, pack: &[u8]) -> Result<
 }
 
 fn check_snapshots(repo: &Repository<Indexed>, r: &mut Reporter<'_>) -> Result<(), RepoError> {
-    let mut reach = Reach::new(repo);
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
-    for id in ids {
-        let snap = match repo.load_snapshot(&id) {
-            Ok(s) => s,
-            Err(e) => {
-                r.error(e);
-                continue;
-            }
-        };
-        r.summary.snapshots += 1;
-        let short = id.short();
-        reach.walk(
-            &snap.tree,
-            "/",
-            &mut |p| r.error(format!("snapshot {short}: {p}")),
-            &mut |_| {},
-        );
-    }
+    let mut reach = Reach::new(repo);
+    r.summary.snapshots = reach.walk_snapshots(&ids, &mut Default::default(), &mut |p| r.error(p));
     Ok(())
 }

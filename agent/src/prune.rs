@@ -320,7 +320,7 @@ fn header_size(n: u32) -> u64 {
         + 4
 }
 
-/// Walks every snapshot not walked yet. A snapshot removed meanwhile (by `forget`) is skipped.
+/// Walks every snapshot not walked yet.
 fn mark(
     repo: &Repository<Indexed>,
     reach: &mut Reach<'_>,
@@ -330,27 +330,7 @@ fn mark(
 ) -> Result<(), RepoError> {
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
-    for id in ids {
-        if !walked.insert(id) {
-            continue;
-        }
-        let snap = match repo.load_snapshot(&id) {
-            Ok(s) => s,
-            Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
-            Err(e) => {
-                damaged.push(e.to_string());
-                continue;
-            }
-        };
-        stats.snapshots += 1;
-        let short = id.short();
-        reach.walk(
-            &snap.tree,
-            "/",
-            &mut |p| damaged.push(format!("snapshot {short}: {p}")),
-            &mut |_| {},
-        );
-    }
+    stats.snapshots += reach.walk_snapshots(&ids, walked, &mut |p| damaged.push(p));
     Ok(())
 }
 

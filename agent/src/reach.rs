@@ -3,7 +3,7 @@
 //! records used blobs as one bit per index entry, so marking ten million blobs costs 1.2 MiB.
 //! `check`, `prune`, `stats` and `copy` build on it.
 
-use cairn_repo_format::{BlobType, Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{BackendError, BlobType, Id, Indexed, RepoError, Repository};
 
 /// A fixed-size set of bits.
 #[derive(Clone, Debug, Default)]
@@ -158,5 +158,40 @@ impl<'r> Reach<'r> {
                 self.walk(sub, &child, problem, data);
             }
         }
+    }
+
+    /// Walks each snapshot of `ids` that `walked` does not hold yet (adding it), marking what
+    /// it refers to. A snapshot that cannot be loaded goes to `problem`, as does every problem
+    /// found below it (prefixed with the snapshot); one removed meanwhile (by a concurrent
+    /// `forget`) is skipped. Returns how many snapshots were walked.
+    pub fn walk_snapshots(
+        &mut self,
+        ids: &[Id],
+        walked: &mut std::collections::HashSet<Id>,
+        problem: &mut dyn FnMut(String),
+    ) -> u64 {
+        let mut n = 0;
+        for id in ids {
+            if !walked.insert(*id) {
+                continue;
+            }
+            let snap = match self.repo.load_snapshot(id) {
+                Ok(s) => s,
+                Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
+                Err(e) => {
+                    problem(e.to_string());
+                    continue;
+                }
+            };
+            n += 1;
+            let short = id.short();
+            self.walk(
+                &snap.tree,
+                "/",
+                &mut |p| problem(format!("snapshot {short}: {p}")),
+                &mut |_| {},
+            );
+        }
+        n
     }
 }
