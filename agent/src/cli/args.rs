@@ -160,8 +160,9 @@ pub struct CheckArgs {
     /// Verify only part of the packs: n/t (bucket n of t, e.g. 1/5) or p% (random).
     #[arg(long, value_name = "n/t|p%", conflicts_with = "read_data")]
     pub read_data_subset: Option<String>,
-    /// Packs read at once.
-    #[arg(long, default_value_t = 4)]
+    /// Packs read and verified at once (default: one per CPU; verification is CPU-bound
+    /// locally, more helps over a network).
+    #[arg(long, default_value_t = 0)]
     pub connections: usize,
 }
 

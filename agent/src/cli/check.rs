@@ -12,13 +12,11 @@ pub fn run(ctx: &Ctx, out: &Out, a: CheckArgs) -> Result<Outcome> {
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
-    if a.connections == 0 {
-        bail!("--connections must be at least 1");
-    }
-    let opts = CheckOptions {
-        read_data,
-        threads: a.connections,
+    let threads = match a.connections {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
     };
+    let opts = CheckOptions { read_data, threads };
     let repo = ctx.open()?;
     let mut findings = Vec::new();
     let summary = check::run(repo, &opts, &mut |f| {

@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: ForgetArgs) -> Result<Outcome> {
         let list = select::list(&repo, &a.filter.to_filter()?)?;
         for g in forget::plan(list, group_by, &policy, &chrono::Local) {
             let kept = g.snapshots.iter().filter(|s| s.2.keep).count();
-            if !out.json {
+            if !out.json && !out.quiet {
                 println!(
                     "snapshots of {}: keep {kept}, remove {}",
                     if g.key.is_empty() { "all" } else { &g.key },
