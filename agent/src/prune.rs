@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 use cairn_repo_format::blob::open_blob;
 use cairn_repo_format::condemned::Stamp;
+use cairn_repo_format::index::Index;
 use cairn_repo_format::lock::LockKind;
 use cairn_repo_format::pack::{PackBuilder, PackEntry};
 use cairn_repo_format::{
@@ -219,85 +220,49 @@ pub fn run(
         return Ok(stats);
     }
 
-    // Entries of every pack leaving the index, and the used entries of packs to repack.
+    // Positions of the entries of every pack leaving the index, grouped by pack: 4 bytes an
+    // entry, turned into entries one pack at a time where they are written.
     let leaving: HashSet<u32> = condemn.iter().chain(&repack).copied().collect();
-    let repack_set: HashSet<u32> = repack.iter().copied().collect();
-    let mut leaving_entries: HashMap<u32, Vec<PackEntry>> = HashMap::new();
-    let mut to_copy: HashMap<u32, Vec<PackEntry>> = HashMap::new();
-    for pos in 0..index.len() {
-        let (pack, e) = index.entry_at(pos);
-        if leaving.contains(&pack) {
-            leaving_entries.entry(pack).or_default().push(e);
-            if repack_set.contains(&pack) && used.contains(pos) {
-                to_copy.entry(pack).or_default().push(e);
-            }
-        }
-    }
+    let leaving_positions = grouped(&index, |pack| leaving.contains(&pack));
 
-    // Repack.
-    let mut new_packs: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-    repack_packs(&repo, &repack, &mut to_copy, &mut new_packs, &mut stats)?;
+    // Repack: new packs are indexed as they are stored, like a backup's.
+    repack_packs(&repo, &repack, &leaving_positions, &used, &mut stats)?;
     stats.packs_unused = condemn.len() as u64;
 
-    // Condemned entries: unused and repacked packs (their index entries), unindexed packs
-    // (their headers; a pack whose header cannot be read has nothing to rescue).
-    let mut condemned: Vec<(Id, Vec<PackEntry>)> = leaving_entries
-        .into_iter()
-        .map(|(n, mut es)| {
-            es.sort_by_key(|e| e.offset);
-            (index.packs()[n as usize], es)
-        })
-        .collect();
+    // Unindexed packs are condemned with the entries of their headers (one that cannot be
+    // read has nothing to rescue).
+    let mut unindexed_entries = Vec::new();
     for pack in &unindexed {
         let entries = repo.read_pack_header(pack).unwrap_or_else(|e| {
             log(&format!("{e} (condemned without entries)"));
             Vec::new()
         });
-        condemned.push((*pack, entries));
+        unindexed_entries.push((*pack, entries));
     }
     stats.packs_unindexed = unindexed.len() as u64;
-    condemned.sort_by_key(|(p, _)| *p);
 
-    // Commit: uncommitted list, new index, old index gone, committed list.
-    let listed_as =
-        |s: Stamp| repo.save_condemned(s, condemned.iter().map(|(p, e)| (p, e.as_slice())));
-    let pre = if condemned.is_empty() {
-        None
-    } else {
-        Some(listed_as(Stamp {
-            time: Utc::now(),
-            committed: false,
-        })?)
-    };
-    write_index(&repo, &leaving, &new_packs)?;
+    // Commit: uncommitted lists, new index, old index gone, committed lists.
+    let condemned_groups =
+        || groups(&index, &leaving_positions).chain(unindexed_entries.iter().cloned());
+    let pre = write_condemned(&repo, condemned_groups(), false)?;
+    let keep_positions = grouped(&index, |pack| !leaving.contains(&pack));
+    write_chunked(groups(&index, &keep_positions), |file| {
+        repo.save_index(file.iter().map(|(p, e)| (p, e.as_slice())))
+    })?;
+    drop(keep_positions);
     for id in &inv.index_files {
         delete(&repo, &FileKind::Index.path(id))?;
     }
     let mut lists = inv.condemned.clone();
-    if let Some(pre) = pre {
-        let stamp = Stamp {
-            time: Utc::now(),
-            committed: true,
-        };
-        let id = listed_as(stamp)?;
-        delete(&repo, &FileKind::Condemned.path(&pre))?;
-        lists.push(CondemnedList {
-            id,
-            stamp,
-            packs: condemned.iter().map(|(p, _)| *p).collect(),
-        });
+    if !pre.is_empty() {
+        lists.extend(write_condemned(&repo, condemned_groups(), true)?);
+        for old in &pre {
+            delete(&repo, &FileKind::Condemned.path(&old.id))?;
+        }
     }
     // The sweep loads the index afresh: drop everything sized by the old one first, so that
     // two indexes are never in memory at once.
-    drop((
-        condemned,
-        index,
-        usage,
-        used,
-        used_pending,
-        to_copy,
-        new_packs,
-    ));
+    drop((index, usage, used, used_pending, leaving_positions));
 
     // Sweep.
     sweep(
@@ -360,37 +325,106 @@ fn choose_repack(partial: &mut [(u32, u64, u64)], opts: &PruneOptions, used: u64
     out
 }
 
-/// Copies the used blobs of `repack` into new packs (verifying each first) and uploads them.
+/// Positions of `index` whose pack passes `keep`, sorted by pack and then offset.
+fn grouped(index: &Index, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..index.len() as u32)
+        .filter(|&pos| keep(index.entry_at(pos as usize).0))
+        .collect();
+    order.sort_unstable_by_key(|&pos| {
+        let (pack, e) = index.entry_at(pos as usize);
+        (pack, e.offset)
+    });
+    order
+}
+
+/// The packs of grouped `positions` with their entries, one pack materialised at a time.
+fn groups<'a>(
+    index: &'a Index,
+    positions: &'a [u32],
+) -> impl Iterator<Item = (Id, Vec<PackEntry>)> + 'a {
+    positions
+        .chunk_by(move |a, b| index.entry_at(*a as usize).0 == index.entry_at(*b as usize).0)
+        .map(move |run| {
+            let pack = index.entry_at(run[0] as usize).0;
+            let entries = run.iter().map(|&p| index.entry_at(p as usize).1).collect();
+            (index.packs()[pack as usize], entries)
+        })
+}
+
+/// Hands `packs` to `save` in files of about [`INDEX_FILE_BLOBS`] entries.
+fn write_chunked(
+    packs: impl Iterator<Item = (Id, Vec<PackEntry>)>,
+    mut save: impl FnMut(&[(Id, Vec<PackEntry>)]) -> Result<Id, RepoError>,
+) -> Result<Vec<(Id, Vec<Id>)>, RepoError> {
+    let mut written = Vec::new();
+    let mut file: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+    let mut in_file = 0;
+    let mut flush = |file: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<(), RepoError> {
+        if !file.is_empty() {
+            let id = save(file)?;
+            written.push((id, file.iter().map(|(p, _)| *p).collect()));
+            file.clear();
+        }
+        Ok(())
+    };
+    for (pack, entries) in packs {
+        in_file += entries.len();
+        file.push((pack, entries));
+        if in_file >= INDEX_FILE_BLOBS {
+            flush(&mut file)?;
+            in_file = 0;
+        }
+    }
+    flush(&mut file)?;
+    Ok(written)
+}
+
+/// Stores condemned lists for `packs`, [`INDEX_FILE_BLOBS`] entries at most each.
+fn write_condemned(
+    repo: &Repository<Indexed>,
+    packs: impl Iterator<Item = (Id, Vec<PackEntry>)>,
+    committed: bool,
+) -> Result<Vec<CondemnedList>, RepoError> {
+    let stamp = Stamp {
+        time: Utc::now(),
+        committed,
+    };
+    Ok(write_chunked(packs, |file| {
+        repo.save_condemned(stamp, file.iter().map(|(p, e)| (p, e.as_slice())))
+    })?
+    .into_iter()
+    .map(|(id, packs)| CondemnedList { id, stamp, packs })
+    .collect())
+}
+
+/// Copies the used blobs of `repack` into new packs (verifying each first), stores them and
+/// indexes them as they are stored.
 fn repack_packs(
     repo: &Repository<Indexed>,
     repack: &[u32],
-    to_copy: &mut HashMap<u32, Vec<PackEntry>>,
-    new_packs: &mut Vec<(Id, Vec<PackEntry>)>,
+    leaving_positions: &[u32],
+    used: &crate::reach::BitSet,
     stats: &mut PruneStats,
 ) -> Result<(), PruneError> {
     let target = repo.config().pack_size as usize;
+    let progress = crate::backup::Progress::default();
+    let mut uploader = crate::backup::upload::Uploader::new(repo, &progress);
     let mut builders = [PackBuilder::default(), PackBuilder::default()];
-    let mut upload = |b: PackBuilder, stats: &mut PruneStats| -> Result<(), RepoError> {
-        let pack = b.finish(repo.key());
-        match repo.backend().put(
-            &FileKind::Pack.path(&pack.id),
-            bytes::Bytes::from(pack.bytes),
-        ) {
-            Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
+    let index = repo.index();
+    let repack: HashSet<u32> = repack.iter().copied().collect();
+    for run in leaving_positions
+        .chunk_by(|a, b| index.entry_at(*a as usize).0 == index.entry_at(*b as usize).0)
+    {
+        let n = index.entry_at(run[0] as usize).0;
+        if !repack.contains(&n) {
+            continue;
         }
-        stats.packs_written += 1;
-        new_packs.push((pack.id, pack.entries));
-        Ok(())
-    };
-    for &n in repack {
-        let pack = repo.index().packs()[n as usize];
+        let pack = index.packs()[n as usize];
         let path = FileKind::Pack.path(&pack);
-        let mut entries = to_copy.remove(&n).unwrap_or_default();
-        entries.sort_by_key(|e| e.offset);
         let bytes = repo.backend().get(&path, None).map_err(RepoError::from)?;
         let mut bad = Vec::new();
-        for e in &entries {
+        for &pos in run.iter().filter(|&&p| used.contains(p as usize)) {
+            let e = index.entry_at(pos as usize).1;
             let range = e.offset as usize..e.offset as usize + e.length as usize;
             let ok = bytes.get(range.clone()).is_some_and(|sealed| {
                 open_blob(repo.key(), e.ty, &e.id, e.compression, e.raw_length, sealed).is_ok()
@@ -407,8 +441,8 @@ fn repack_packs(
             b.add_stored(e.ty, e.id, e.compression, e.raw_length, &bytes[range]);
             stats.bytes_repacked += e.length as u64;
             if b.len() >= target {
-                let full = std::mem::take(b);
-                upload(full, stats)?;
+                uploader.upload(std::mem::take(b).finish(repo.key()))?;
+                stats.packs_written += 1;
             }
         }
         if !bad.is_empty() {
@@ -418,53 +452,12 @@ fn repack_packs(
     }
     for b in builders {
         if !b.is_empty() {
-            upload(b, stats)?;
+            uploader.upload(b.finish(repo.key()))?;
+            stats.packs_written += 1;
         }
     }
+    uploader.flush()?;
     Ok(())
-}
-
-/// Writes the new index: every main-index pack not leaving, plus the new packs, grouped by
-/// pack, [`INDEX_FILE_BLOBS`] entries per file.
-fn write_index(
-    repo: &Repository<Indexed>,
-    leaving: &HashSet<u32>,
-    new_packs: &[(Id, Vec<PackEntry>)],
-) -> Result<(), RepoError> {
-    let index = repo.index();
-    let mut order: Vec<u32> = (0..index.len() as u32)
-        .filter(|&pos| !leaving.contains(&index.entry_at(pos as usize).0))
-        .collect();
-    order.sort_by_key(|&pos| index.entry_at(pos as usize).0);
-    let mut file: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-    let mut in_file = 0;
-    let flush = |file: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<(), RepoError> {
-        if !file.is_empty() {
-            repo.save_index(file.iter().map(|(p, e)| (p, e.as_slice())))?;
-            file.clear();
-        }
-        Ok(())
-    };
-    let mut i = 0;
-    while i < order.len() {
-        let pack = index.entry_at(order[i] as usize).0;
-        let mut entries = Vec::new();
-        while i < order.len() && index.entry_at(order[i] as usize).0 == pack {
-            entries.push(index.entry_at(order[i] as usize).1);
-            i += 1;
-        }
-        entries.sort_by_key(|e| e.offset);
-        in_file += entries.len();
-        file.push((index.packs()[pack as usize], entries));
-        if in_file >= INDEX_FILE_BLOBS {
-            flush(&mut file)?;
-            in_file = 0;
-        }
-    }
-    for (p, e) in new_packs {
-        file.push((*p, e.clone()));
-    }
-    flush(&mut file)
 }
 
 fn delete(repo: &Repository<Indexed>, path: &str) -> Result<(), RepoError> {

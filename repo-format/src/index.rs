@@ -127,7 +127,8 @@ impl IndexBuilder {
     /// Sorts and removes duplicate entries (the same blob in several packs keeps the first).
     pub fn finish(mut self) -> Index {
         let slots = &mut self.index.slots;
-        slots.sort_by_key(|s| (s.id, s.ty, s.pack));
+        // Unstable is enough: entries with equal keys are the same blob in the same pack.
+        slots.sort_unstable_by_key(|s| (s.id, s.ty, s.pack));
         slots.dedup_by(|a, b| a.id == b.id && a.ty == b.ty);
         slots.shrink_to_fit();
         self.index
