@@ -369,3 +369,41 @@ fn check_snapshots(repo: &Repository<Indexed>, r: &mut Reporter<'_>) -> Result<(
     r.summary.snapshots = reach.walk_snapshots(&ids, &mut Default::default(), &mut |p| r.error(p));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_parse_and_buckets_cover_every_pack_once() {
+        assert_eq!(
+            "2/5".parse::<Subset>().unwrap(),
+            Subset::Bucket { n: 2, of: 5 }
+        );
+        assert_eq!("10%".parse::<Subset>().unwrap(), Subset::Fraction(0.1));
+        for bad in ["0/5", "6/5", "1/0", "x/5", "0%", "101%", "", "5"] {
+            let err = bad.parse::<Subset>().unwrap_err().to_string();
+            assert!(err.contains("1/5"), "{bad:?}: {err}");
+        }
+        let packs: Vec<Id> = (0..1000u32)
+            .map(|i| Id::of_stored(&i.to_le_bytes()))
+            .collect();
+        let mut seen = vec![0; packs.len()];
+        for n in 1..=5 {
+            for (i, p) in packs.iter().enumerate() {
+                if (Subset::Bucket { n, of: 5 }).includes(p) {
+                    seen[i] += 1;
+                }
+            }
+        }
+        assert!(
+            seen.iter().all(|&c| c == 1),
+            "1/5 … 5/5 read each pack exactly once"
+        );
+        let some = packs
+            .iter()
+            .filter(|p| Subset::Fraction(0.5).includes(p))
+            .count();
+        assert!((300..700).contains(&some), "{some} of 1000 at 50%");
+    }
+}

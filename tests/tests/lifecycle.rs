@@ -529,6 +529,7 @@ fn stdin_dumps_of_a_slowly_changing_database_deduplicate() {
         s2["parent"], s1["snapshot_id"],
         "same name: the first dump is the parent"
     );
+    eprintln!("second dump added {added2} bytes for {size}-byte dumps");
 
     let target = base.path().join("out");
     repo.restore("latest", &target, &[]).success();
