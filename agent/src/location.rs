@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_repo_format::backend::{Retry, RetryPolicy, cloud};
+use cairn_repo_format::backend::{Limited, RateLimit, Retry, RetryPolicy, cloud};
 use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend};
 
 /// A parsed repository location.
@@ -58,6 +58,18 @@ pub enum LocationError {
         /// Its name.
         container: String,
     },
+    /// The S3 or GCS bucket does not exist.
+    #[error(
+        "bucket {bucket:?} does not exist at {location}: create it first (`{create}`; cairn creates only Azure containers itself), or check the name and the endpoint"
+    )]
+    NoBucketThere {
+        /// Its name.
+        bucket: String,
+        /// The repository location.
+        location: String,
+        /// The usual command that creates it.
+        create: String,
+    },
     /// The backend could not be set up.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -71,10 +83,25 @@ fn split_bucket(url: &str, rest: &str) -> Result<(String, String), LocationError
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
-/// Every backend the engine uses retries transient failures (see
-/// [`cairn_repo_format::backend::retry`]).
-fn retrying(b: ObjectStoreBackend) -> Arc<dyn Backend> {
-    Arc::new(Retry::new(b, RetryPolicy::default()))
+/// How the process talks to storage, whatever the location: rate limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// Upload limit in KiB/s (`--limit-upload`).
+    pub limit_upload_kib: Option<u64>,
+    /// Download limit in KiB/s (`--limit-download`).
+    pub limit_download_kib: Option<u64>,
+}
+
+/// The layers every backend the engine opens gets: rate limits (when set), and retries of
+/// transient failures outside them (see [`cairn_repo_format::backend::retry`]), so that a
+/// retried request pays for its bytes again.
+fn layered(b: ObjectStoreBackend, t: &Transfer) -> Arc<dyn Backend> {
+    let limited = Limited::new(
+        b,
+        t.limit_upload_kib.map(RateLimit::kib_per_sec),
+        t.limit_download_kib.map(RateLimit::kib_per_sec),
+    );
+    Arc::new(Retry::new(limited, RetryPolicy::default()))
 }
 
 impl Location {
@@ -113,23 +140,61 @@ impl Location {
         })
     }
 
-    /// Opens an existing location. A missing Azure container is an error that names it.
+    /// Requests in flight at once when none is configured: one per CPU for a local directory
+    /// (the work per request is CPU-bound there), 8 for object stores, where latency dominates.
+    pub fn default_connections(&self) -> usize {
+        match self {
+            Location::Local(_) => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+            _ => 8,
+        }
+    }
+
+    /// Opens an existing location with no rate limits.
     pub fn open(&self) -> Result<Arc<dyn Backend>, LocationError> {
+        self.open_with(&Transfer::default())
+    }
+
+    /// Opens an existing location. A missing Azure container is an error that names it.
+    pub fn open_with(&self, t: &Transfer) -> Result<Arc<dyn Backend>, LocationError> {
         let b = self.backend(false)?;
-        if b.head("config")?.is_none()
-            && let (Some(false), Some(name)) = (b.container_exists()?, b.container_name())
-        {
-            return Err(LocationError::NoContainer {
-                container: name.to_string(),
+        // No repository here: say so precisely when the container or bucket itself is missing.
+        if b.head("config")?.is_none() {
+            if let (Some(false), Some(name)) = (b.container_exists()?, b.container_name()) {
+                return Err(LocationError::NoContainer {
+                    container: name.to_string(),
+                });
+            }
+            self.refuse_missing_bucket(&b)?;
+        }
+        Ok(layered(b, t))
+    }
+
+    fn refuse_missing_bucket(&self, b: &ObjectStoreBackend) -> Result<(), LocationError> {
+        let (bucket, create) = match self {
+            Location::S3 { bucket, .. } => (bucket, format!("aws s3 mb s3://{bucket}")),
+            Location::Gcs { bucket, .. } => (
+                bucket,
+                format!("gcloud storage buckets create gs://{bucket}"),
+            ),
+            _ => return Ok(()),
+        };
+        if b.bucket_missing()? == Some(true) {
+            return Err(LocationError::NoBucketThere {
+                bucket: bucket.clone(),
+                location: b.location(),
+                create,
             });
         }
-        Ok(retrying(b))
+        Ok(())
     }
 
     /// Opens a location for `init`: creates a missing local directory or Azure container.
     /// Returns the backend and what was created, for the user.
     pub fn open_for_init(&self) -> Result<(Arc<dyn Backend>, Option<String>), LocationError> {
         let b = self.backend(true)?;
+        self.refuse_missing_bucket(&b)?;
         let note = match b.create_container()? {
             Some(true) => Some(format!(
                 "created Azure container {:?}",
@@ -137,7 +202,7 @@ impl Location {
             )),
             _ => None,
         };
-        Ok((retrying(b), note))
+        Ok((layered(b, &Transfer::default()), note))
     }
 }
 

@@ -408,7 +408,7 @@ fn repack_packs(
 ) -> Result<(), PruneError> {
     let target = repo.config().pack_size as usize;
     let progress = crate::backup::Progress::default();
-    let mut uploader = crate::backup::upload::Uploader::new(repo, &progress);
+    let uploader = crate::backup::upload::Uploader::new(repo, &progress);
     let mut builders = [PackBuilder::default(), PackBuilder::default()];
     let index = repo.index();
     let repack: HashSet<u32> = repack.iter().copied().collect();

@@ -140,7 +140,7 @@ fn same_tree_gives_same_snapshot_tree_every_run() {
 
 /// A backend whose puts into `data/` fail after `allowed` successes.
 struct FailingPuts {
-    inner: ObjectStoreBackend,
+    inner: Arc<ObjectStoreBackend>,
     allowed: AtomicUsize,
 }
 
@@ -181,7 +181,7 @@ fn failed_upload_stops_the_backup_without_a_snapshot() {
     let src = tempfile::tempdir().unwrap();
     write_tree(src.path());
     let backend: Arc<dyn Backend> = Arc::new(FailingPuts {
-        inner: ObjectStoreBackend::memory(),
+        inner: Arc::new(ObjectStoreBackend::memory()),
         allowed: AtomicUsize::new(1),
     });
     Repository::init(backend.clone(), b"pw", small_config(), CHEAP).unwrap();
@@ -202,6 +202,114 @@ fn failed_upload_stops_the_backup_without_a_snapshot() {
         repo.snapshot_ids().unwrap().is_empty(),
         "no snapshot after a failed upload"
     );
+}
+
+/// Random bytes from a seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_reused() {
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..6 {
+        std::fs::write(src.path().join(format!("f{i}")), noise(i + 1, 700_000)).unwrap();
+    }
+    let store = Arc::new(ObjectStoreBackend::memory());
+    let failing: Arc<dyn Backend> = Arc::new(FailingPuts {
+        inner: store.clone(),
+        allowed: AtomicUsize::new(6),
+    });
+    Repository::init(failing.clone(), b"pw", small_config(), CHEAP).unwrap();
+    let repo = Repository::open(failing, b"pw")
+        .unwrap()
+        .load_index()
+        .unwrap();
+    let mut o = opts(src.path());
+    o.connections = 4;
+    let err = match backup::run(&repo, &o, &Progress::default(), &no_warnings) {
+        Err(e) => e,
+        Ok(_) => panic!("the seventh pack upload fails, so the backup must"),
+    };
+    assert!(err.to_string().contains("injected failure"), "{err}");
+
+    // What the failed backup indexed is exactly what it stored, and check finds no error.
+    let healthy: Arc<dyn Backend> = store.clone();
+    let repo = Repository::open(healthy.clone(), b"pw")
+        .unwrap()
+        .load_index()
+        .unwrap();
+    let indexed = repo.index().packs().len();
+    assert!(indexed >= 1, "packs stored before the failure are indexed");
+    let mut stored = 0;
+    store.list("data/", &mut |_| stored += 1).unwrap();
+    assert!(
+        stored >= indexed && stored <= 6,
+        "{stored} stored, {indexed} indexed"
+    );
+    let checked = cairn_agent::check::run(
+        repo.into_opened(),
+        &cairn_agent::check::CheckOptions {
+            read_data: Some(cairn_agent::check::Subset::All),
+            threads: 2,
+        },
+        &mut |f| {
+            assert!(
+                f.severity != cairn_agent::check::Severity::Error,
+                "{}",
+                f.message
+            )
+        },
+    )
+    .unwrap();
+    assert_eq!(checked.snapshots, 0);
+
+    // The next backup stores only what is missing and restores byte-identical.
+    let repo = Repository::open(healthy, b"pw")
+        .unwrap()
+        .load_index()
+        .unwrap();
+    let done = backup::run(&repo, &o, &Progress::default(), &no_warnings).unwrap();
+    let s = &done.snapshot.summary;
+    assert!(
+        s.data_added < (6 * 700_000) - (256 << 10),
+        "the second backup re-stored reusable packs: added {}",
+        s.data_added
+    );
+    let repo = repo.into_opened().load_index().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let ropts = RestoreOptions {
+        target: out.path().to_path_buf(),
+        subpath: None,
+        include: Default::default(),
+        exclude: Default::default(),
+        verify: true,
+    };
+    let mut report = |p: &Path, m: &str| panic!("restore problem {}: {m}", p.display());
+    restore::run(
+        &repo,
+        &done.snapshot,
+        &ropts,
+        &RestoreProgress::default(),
+        &mut report,
+    )
+    .unwrap();
+    for i in 0..6 {
+        let name = format!("f{i}");
+        assert_eq!(
+            std::fs::read(out.path().join(&name)).unwrap(),
+            noise(i + 1, 700_000),
+            "{name}"
+        );
+    }
 }
 
 #[test]

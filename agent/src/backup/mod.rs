@@ -4,8 +4,8 @@
 //!  walk ──events──▶ archive ──file jobs──▶ read → chunk → seal  (N worker threads)
 //!  (thread)         (caller)                        │ sealed data blobs
 //!                      │ finished dirs              ▼
-//!                      └──────────────▶ tree ──▶ pack → upload  (one thread)
-//!                                      (thread)  tree blobs
+//!                      └──────────────▶ tree ──▶ pack ──▶ upload  (one thread per connection)
+//!                                      (thread)  (thread)
 //! ```
 //!
 //! * walk: depth-first, names in byte order, excludes applied, metadata read.
@@ -13,7 +13,8 @@
 //! * read/chunk/seal: open without following symlinks, FastCDC in a reused window, keyed BLAKE3,
 //!   dedup claim, zstd when it shrinks, AES-256-GCM.
 //! * tree: one tree blob per directory, bottom-up, as directories finish.
-//! * pack/upload: packs of about `pack_size`, stored create-only; index files as packs complete.
+//! * pack/upload: packs of about `pack_size`, stored create-only on `connections` threads;
+//!   index files as packs complete.
 //!
 //! Every queue is bounded, so memory is set by the configuration (workers × chunk window,
 //! packs being filled, queue depths) plus the index, not by file sizes or counts. The snapshot
@@ -84,8 +85,21 @@ pub struct BackupOptions {
     pub time: Option<DateTime<Utc>>,
     /// File workers (0: one per CPU).
     pub workers: usize,
+    /// Packs uploaded at once (0: 2). Each holds one pack (`pack_size`) in memory.
+    pub connections: usize,
     /// Count files and bytes first, for an ETA.
     pub scan: bool,
+}
+
+impl BackupOptions {
+    /// Packs uploaded at once: `connections`, or 2 when unset.
+    pub fn upload_connections(&self) -> usize {
+        if self.connections == 0 {
+            2
+        } else {
+            self.connections
+        }
+    }
 }
 
 /// Live counters, read by progress displays while the backup runs.
@@ -317,7 +331,8 @@ pub fn run(
         let tree_stage =
             s.spawn(move || tree::run(dir_rx, repo.key(), dedup_ref, tree_blobs, level, progress));
         drop(blob_tx);
-        let packer = s.spawn(move || pack::run(repo, blob_rx, progress));
+        let connections = opts.upload_connections();
+        let packer = s.spawn(move || pack::run(repo, blob_rx, connections, progress));
 
         let parent_root = parent.as_ref().map(|(_, snap)| snap.tree);
         let mut archiver = Archiver::new(

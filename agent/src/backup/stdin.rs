@@ -42,7 +42,7 @@ pub fn run(
     let mut reader = ChunkReader::new(chunker, 1 << 20);
     let (tx, rx) = bounded(8);
     let (chunked, packed) = std::thread::scope(|s| {
-        let packer = s.spawn(move || pack::run(repo, rx, progress));
+        let packer = s.spawn(move || pack::run(repo, rx, opts.upload_connections(), progress));
         let chunked = chunk::chunk_file(&mut reader, key, source, |id, data| {
             super::seal::store_chunk(key, level, &dedup, &tx, progress, id, data)
         });

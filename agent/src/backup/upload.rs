@@ -1,14 +1,17 @@
-//! Upload stage: stores finished packs (create-only, named by their hash) and writes index
-//! files as packs complete, so that an interrupted backup leaves indexed, reusable packs. The
+//! Upload stage: stores finished packs (create-only, named by their hash) on several
+//! connections at once and writes index files as packs complete, so that an interrupted backup
+//! leaves indexed, reusable packs. The
 //! order is the invariant: a pack is stored before any index names it, and every index entry a
 //! snapshot needs is stored before the snapshot.
 
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_repo_format::pack::{FinishedPack, PackEntry};
 use cairn_repo_format::{BackendError, FileKind, Id, Indexed, RepoError, Repository};
+use crossbeam_channel::Receiver;
 
 use super::Progress;
 
@@ -19,13 +22,21 @@ const FLUSH_BLOBS: usize = 50_000;
 /// …or when this long has passed since the last one.
 const FLUSH_AFTER: Duration = Duration::from_secs(60);
 
-/// Uploads packs and batches their index entries.
+/// Index entries of stored packs, waiting for the next index file.
+#[derive(Default)]
+struct Batch {
+    packs: Vec<(Id, Vec<PackEntry>)>,
+    blobs: usize,
+}
+
+/// Uploads packs and batches their index entries. [`Uploader::upload`] may be called from
+/// several threads at once (one per connection): each stores its pack, then adds the pack's
+/// entries to the shared batch; whichever thread fills the batch writes the index file.
 pub struct Uploader<'a> {
     repo: &'a Repository<Indexed>,
     progress: &'a Progress,
-    pending: Vec<(Id, Vec<PackEntry>)>,
-    pending_blobs: usize,
-    last_flush: Instant,
+    batch: Mutex<Batch>,
+    last_flush: Mutex<Instant>,
 }
 
 impl<'a> Uploader<'a> {
@@ -34,14 +45,13 @@ impl<'a> Uploader<'a> {
         Uploader {
             repo,
             progress,
-            pending: Vec::new(),
-            pending_blobs: 0,
-            last_flush: Instant::now(),
+            batch: Mutex::new(Batch::default()),
+            last_flush: Mutex::new(Instant::now()),
         }
     }
 
     /// Stores one pack and queues its index entries.
-    pub fn upload(&mut self, pack: FinishedPack) -> Result<(), RepoError> {
+    pub fn upload(&self, pack: FinishedPack) -> Result<(), RepoError> {
         let len = pack.bytes.len() as u64;
         match self
             .repo
@@ -56,27 +66,83 @@ impl<'a> Uploader<'a> {
             .data_added_packed
             .fetch_add(len, Ordering::Relaxed);
         self.progress.packs_done.fetch_add(1, Ordering::Relaxed);
-        self.pending_blobs += pack.entries.len();
-        self.pending.push((pack.id, pack.entries));
-        if self.pending.len() >= FLUSH_PACKS
-            || self.pending_blobs >= FLUSH_BLOBS
-            || self.last_flush.elapsed() >= FLUSH_AFTER
-        {
-            self.flush()?;
+        let full = {
+            let mut b = lock(&self.batch);
+            b.blobs += pack.entries.len();
+            b.packs.push((pack.id, pack.entries));
+            let due = b.packs.len() >= FLUSH_PACKS
+                || b.blobs >= FLUSH_BLOBS
+                || lock(&self.last_flush).elapsed() >= FLUSH_AFTER;
+            due.then(|| std::mem::take(&mut *b))
+        };
+        match full {
+            Some(b) => self.write_index(b),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Writes an index file for the packs uploaded since the last one.
-    pub fn flush(&mut self) -> Result<(), RepoError> {
-        if self.pending.is_empty() {
+    /// Writes an index file for the packs uploaded since the last one. Call it after the last
+    /// [`Uploader::upload`] has returned.
+    pub fn flush(&self) -> Result<(), RepoError> {
+        let b = std::mem::take(&mut *lock(&self.batch));
+        self.write_index(b)
+    }
+
+    fn write_index(&self, b: Batch) -> Result<(), RepoError> {
+        if b.packs.is_empty() {
             return Ok(());
         }
         self.repo
-            .save_index(self.pending.iter().map(|(id, e)| (id, e.as_slice())))?;
-        self.pending.clear();
-        self.pending_blobs = 0;
-        self.last_flush = Instant::now();
+            .save_index(b.packs.iter().map(|(id, e)| (id, e.as_slice())))?;
+        *lock(&self.last_flush) = Instant::now();
         Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Uploads every pack received on `packs` with `connections` threads, then writes the last
+/// index file. The channel should be a rendezvous (`bounded(0)`) so that the packs held in
+/// memory are the ones being uploaded. After the first failure the threads stop taking packs
+/// (which closes the channel once all have stopped), the packs stored so far are indexed, and
+/// that failure is returned.
+pub fn run(
+    repo: &Repository<Indexed>,
+    packs: Receiver<FinishedPack>,
+    connections: usize,
+    progress: &Progress,
+) -> Result<(), RepoError> {
+    let uploader = Uploader::new(repo, progress);
+    let failed = AtomicBool::new(false);
+    let first_error = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..connections.max(1) {
+            let packs = packs.clone();
+            let (uploader, failed, first_error) = (&uploader, &failed, &first_error);
+            s.spawn(move || {
+                for pack in packs {
+                    if failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Err(e) = uploader.upload(pack) {
+                        failed.store(true, Ordering::Relaxed);
+                        lock(first_error).get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+        drop(packs);
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => {
+            // Index what did get stored, so the next backup reuses it; the failure that
+            // stopped us is the error to report, whatever this attempt meets.
+            let _ = uploader.flush();
+            Err(e)
+        }
+        None => uploader.flush(),
     }
 }

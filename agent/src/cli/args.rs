@@ -15,6 +15,16 @@ pub struct Cli {
     /// Read the password from this file (first line); else CAIRN_PASSWORD, else a prompt.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
+    /// Storage requests in flight at once: pack uploads in backup, pack reads in restore and
+    /// check (default: one per CPU for a local directory, 8 for object stores).
+    #[arg(long, global = true, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Limit uploads to this many KiB/s (all connections together).
+    #[arg(long, global = true, value_name = "KiB/s")]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s (all connections together).
+    #[arg(long, global = true, value_name = "KiB/s")]
+    pub limit_download: Option<u64>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -154,16 +164,12 @@ pub enum RepairCommand {
 /// `check`
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Download every pack and verify every blob.
+    /// Download every pack and verify every blob (packs read at once: --connections).
     #[arg(long)]
     pub read_data: bool,
     /// Verify only part of the packs: n/t (bucket n of t, e.g. 1/5) or p% (random).
     #[arg(long, value_name = "n/t|p%", conflicts_with = "read_data")]
     pub read_data_subset: Option<String>,
-    /// Packs read and verified at once (default: one per CPU; verification is CPU-bound
-    /// locally, more helps over a network).
-    #[arg(long, default_value_t = 0)]
-    pub connections: usize,
 }
 
 /// `forget`
@@ -401,9 +407,6 @@ pub struct RestoreArgs {
     /// Re-read restored files and check them against the snapshot.
     #[arg(long)]
     pub verify: bool,
-    /// Pack reads in flight at once (more helps on cloud storage).
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
     /// Filters for `latest`.
     #[command(flatten)]
     pub filter: FilterArgs,

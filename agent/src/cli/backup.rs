@@ -14,6 +14,7 @@ use super::progress::Display;
 use super::{Ctx, Out, Outcome, bytes, parse_label};
 
 fn options(
+    ctx: &Ctx,
     a: &BackupArgs,
     repo: &cairn_repo_format::Repository<cairn_repo_format::Indexed>,
 ) -> Result<BackupOptions> {
@@ -69,6 +70,7 @@ fn options(
         },
         time,
         workers: a.workers,
+        connections: ctx.connections()?,
         scan: false,
     })
 }
@@ -84,7 +86,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
         })?;
     }
     let repo = cairn_agent::lock::index_for_backup(ctx.open()?)?;
-    let mut opts = options(&a, &repo)?;
+    let mut opts = options(ctx, &a, &repo)?;
     let show = out.progress();
     opts.scan = show;
     let progress = Arc::new(Progress::default());

@@ -12,10 +12,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: CheckArgs) -> Result<Outcome> {
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
-    let threads = match a.connections {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
+    let threads = ctx.connections()?;
     let opts = CheckOptions { read_data, threads };
     let repo = ctx.open()?;
     let mut findings = Vec::new();

@@ -7,7 +7,9 @@ use super::args::CopyArgs;
 use super::{Ctx, Out, Outcome, bytes};
 
 pub fn run(ctx: &Ctx, out: &Out, a: CopyArgs) -> Result<Outcome> {
-    let src = Ctx::other(&a.from_repo, a.from_password_file.clone()).open_indexed()?;
+    let src = ctx
+        .other(&a.from_repo, a.from_password_file.clone())
+        .open_indexed()?;
     let filter = a.filter.to_filter()?;
     let snaps = select::pick(&src, &a.snapshots, &filter)?;
     let dst = ctx.open()?;

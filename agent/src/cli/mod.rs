@@ -25,7 +25,7 @@ mod unlock;
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn_agent::location::{Location, LocationError};
+use cairn_agent::location::{Location, LocationError, Transfer};
 use cairn_agent::select::SnapshotFilter;
 use cairn_repo_format::{BackendError, Indexed, Opened, RepoError, Repository};
 
@@ -71,6 +71,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         repo: cli.repo,
         password_file: cli.password_file,
         password_env: "CAIRN_PASSWORD",
+        connections: cli.connections,
+        transfer: Transfer {
+            limit_upload_kib: cli.limit_upload,
+            limit_download_kib: cli.limit_download,
+        },
     };
     match cli.command {
         Command::Init(a) => init::run(&ctx, &out, a),
@@ -114,11 +119,39 @@ pub struct Ctx {
     password_file: Option<std::path::PathBuf>,
     /// The variable holding the password (`CAIRN_PASSWORD`, or `CAIRN_FROM_PASSWORD`).
     password_env: &'static str,
+    /// `--connections`, if given.
+    connections: Option<usize>,
+    /// `--limit-upload`, `--limit-download`.
+    transfer: Transfer,
 }
 
 impl Ctx {
     fn location(&self) -> Result<Location> {
         Ok(Location::parse(self.repo.as_deref().unwrap_or(""))?)
+    }
+
+    /// Storage requests in flight: `--connections`, or the location's default.
+    fn connections(&self) -> Result<usize> {
+        match self.connections {
+            Some(0) => bail!("--connections 0 would never send a request: give at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(self.location()?.default_connections()),
+        }
+    }
+
+    /// The rate limits, refusing a zero (which would stop all transfers).
+    fn transfer(&self) -> Result<Transfer> {
+        for (flag, v) in [
+            ("--limit-upload", self.transfer.limit_upload_kib),
+            ("--limit-download", self.transfer.limit_download_kib),
+        ] {
+            if v == Some(0) {
+                bail!(
+                    "{flag} 0 would stop every transfer: give a rate in KiB/s, or leave the flag out for no limit"
+                );
+            }
+        }
+        Ok(self.transfer)
     }
 
     /// The password: --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD, or a prompt.
@@ -185,18 +218,21 @@ impl Ctx {
     }
 
     /// Another repository (for `copy --from-repo`), with its own password source.
-    pub fn other(location: &str, password_file: Option<std::path::PathBuf>) -> Ctx {
+    /// It shares this one's connections and rate limits.
+    pub fn other(&self, location: &str, password_file: Option<std::path::PathBuf>) -> Ctx {
         Ctx {
             repo: Some(location.to_string()),
             password_file,
             password_env: "CAIRN_FROM_PASSWORD",
+            connections: self.connections,
+            transfer: self.transfer,
         }
     }
 
     /// Opens the repository (keys and config).
     pub fn open(&self) -> Result<Repository<Opened>> {
         let loc = self.location()?;
-        let backend = match loc.open() {
+        let backend = match loc.open_with(&self.transfer()?) {
             Ok(b) => b,
             Err(LocationError::Backend(BackendError::NotFound { path })) => {
                 return Err(RepoError::NotFound { location: path }.into());

@@ -52,11 +52,8 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
             eprintln!("error: {}: {msg}", rel.display());
         }
     };
-    if a.connections == 0 {
-        bail!("--connections must be at least 1");
-    }
     let tuning = restore::RestoreTuning {
-        connections: a.connections,
+        connections: ctx.connections()?,
         ..Default::default()
     };
     let result = restore::run_with(&repo, &snap, &opts, &tuning, &progress, &mut report);

@@ -11,7 +11,7 @@ use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, Micro
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::gcp::GoogleCloudStorageBuilder;
 
-use super::{BackendError, ObjectStoreBackend};
+use super::{BackendError, Multipart, ObjectStoreBackend};
 
 /// Where an Azure container lives and how to authorize requests to it.
 pub(crate) struct AzureContainer {
@@ -86,14 +86,24 @@ pub fn azure_with(
         name: container.into(),
     };
     let mut b = ObjectStoreBackend::new(store, prefix, location.clone())
-        .map_err(|e| config_error(&location, e))?;
+        .map_err(|e| config_error(&location, e))?
+        .with_multipart(Multipart::default());
     b.azure = Some(info);
     Ok(b)
 }
 
 /// An S3 (or S3-compatible: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`) repository.
 pub fn s3(bucket: &str, prefix: &str) -> Result<ObjectStoreBackend, BackendError> {
-    let built = AmazonS3Builder::from_env()
+    s3_with(AmazonS3Builder::from_env(), bucket, prefix)
+}
+
+/// An S3 repository configured by `builder` (credentials, region, endpoint).
+pub fn s3_with(
+    builder: AmazonS3Builder,
+    bucket: &str,
+    prefix: &str,
+) -> Result<ObjectStoreBackend, BackendError> {
+    let built = builder
         .with_bucket_name(bucket)
         .with_retry(single_attempt())
         .build();
@@ -117,8 +127,11 @@ fn wrap<S: object_store::ObjectStore>(
 ) -> Result<ObjectStoreBackend, BackendError> {
     let location = location.trim_end_matches('/').to_string();
     let store = built.map_err(|e| config_error(&location, e))?;
-    ObjectStoreBackend::new(Arc::new(store), prefix, location.clone())
-        .map_err(|e| config_error(&location, e))
+    let mut b = ObjectStoreBackend::new(Arc::new(store), prefix, location.clone())
+        .map_err(|e| config_error(&location, e))?
+        .with_multipart(Multipart::default());
+    b.is_bucket = true;
+    Ok(b)
 }
 
 impl AzureContainer {
@@ -188,6 +201,30 @@ impl ObjectStoreBackend {
                 message: format!("HTTP {s}"),
             }),
         }
+    }
+
+    /// For S3 and GCS: whether the bucket is missing, judged by listing the repository's
+    /// prefix (`None` for Azure, which has [`Self::container_exists`], and local stores).
+    pub fn bucket_missing(&self) -> Result<Option<bool>, BackendError> {
+        if self.azure.is_some() || !self.is_bucket {
+            return Ok(None);
+        }
+        let prefix = self.full("");
+        let first = self.runtime.block_on(async {
+            use futures::StreamExt;
+            self.store.list(Some(&prefix)).next().await
+        });
+        Ok(Some(match first {
+            None | Some(Ok(_)) => false,
+            Some(Err(object_store::Error::NotFound { .. })) => true,
+            Some(Err(e)) if e.to_string().contains("NoSuchBucket") => true,
+            Some(Err(e)) => {
+                return Err(BackendError::Other {
+                    path: self.location.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }))
     }
 
     /// The Azure container's name, if this is Azure.

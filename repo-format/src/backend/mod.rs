@@ -5,6 +5,7 @@
 //! Layers (retry, rate limits, dry-run) wrap a `Backend` and implement `Backend` themselves.
 
 pub mod cloud;
+pub mod limit;
 mod objstore;
 pub mod retry;
 
@@ -14,7 +15,8 @@ use bytes::Bytes;
 
 use crate::id::Id;
 
-pub use objstore::ObjectStoreBackend;
+pub use limit::{Limited, RateLimit};
+pub use objstore::{Multipart, ObjectStoreBackend};
 pub use retry::{Retry, RetryPolicy};
 
 /// The directories of a repository.

@@ -15,11 +15,38 @@ use super::{Backend, BackendError, ObjectInfo};
 
 /// An object_store-backed repository location.
 pub struct ObjectStoreBackend {
-    store: Arc<dyn ObjectStore>,
+    pub(super) store: Arc<dyn ObjectStore>,
     prefix: Path,
-    location: String,
+    pub(super) location: String,
     pub(super) runtime: tokio::runtime::Runtime,
     pub(super) azure: Option<super::cloud::AzureContainer>,
+    multipart: Option<Multipart>,
+    /// An S3 or GCS bucket (see `bucket_missing`).
+    pub(super) is_bucket: bool,
+}
+
+/// When and how packs are uploaded in parts (S3 multipart upload, Azure block list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Multipart {
+    /// Packs of at least this many bytes go up in parts.
+    pub threshold: usize,
+    /// Bytes per part (S3 needs at least 5 MiB for every part but the last).
+    pub part_size: usize,
+    /// Parts of one pack in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for Multipart {
+    /// 32 MiB and larger packs in 16 MiB parts, four at a time: the default 16 MiB packs go
+    /// up in one request; `--pack-size 64` and up gain parallel parts and, on a failure, a
+    /// resend of one pack rather than of one huge request's worth of retries.
+    fn default() -> Self {
+        Multipart {
+            threshold: 32 << 20,
+            part_size: 16 << 20,
+            concurrency: 4,
+        }
+    }
 }
 
 impl ObjectStoreBackend {
@@ -40,7 +67,35 @@ impl ObjectStoreBackend {
             location,
             runtime,
             azure: None,
+            multipart: None,
+            is_bucket: false,
         })
+    }
+
+    /// Uploads packs (`data/`) of at least `m.threshold` bytes in parts. Only packs: they are
+    /// named by the hash of their bytes, so a multipart upload, which cannot be create-only,
+    /// can at worst replace a pack with the same bytes. Every other object stays create-only.
+    pub fn with_multipart(mut self, m: Multipart) -> Self {
+        self.multipart = Some(m);
+        self
+    }
+
+    async fn put_in_parts(
+        &self,
+        path: &Path,
+        data: Bytes,
+        m: Multipart,
+    ) -> object_store::Result<()> {
+        let mut upload = self.store.put_multipart(path).await?;
+        let sent = send_parts(upload.as_mut(), &data, m).await;
+        match sent {
+            Ok(()) => upload.complete().await.map(|_| ()),
+            Err(e) => {
+                // Best effort: the store drops unfinished uploads' parts on its own later.
+                let _ = upload.abort().await;
+                Err(e)
+            }
+        }
     }
 
     /// A repository in a local directory; the directory is created when `create` is set.
@@ -73,7 +128,7 @@ impl ObjectStoreBackend {
         .expect("runtime")
     }
 
-    fn full(&self, path: &str) -> Path {
+    pub(super) fn full(&self, path: &str) -> Path {
         if self.prefix.as_ref().is_empty() {
             Path::from(path)
         } else {
@@ -93,6 +148,28 @@ impl ObjectStoreBackend {
                 .to_string()
         }
     }
+}
+
+/// Sends `data` as parts of `m.part_size`, at most `m.concurrency` at once.
+async fn send_parts(
+    upload: &mut dyn object_store::MultipartUpload,
+    data: &Bytes,
+    m: Multipart,
+) -> object_store::Result<()> {
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    for start in (0..data.len()).step_by(m.part_size.max(1)) {
+        if inflight.len() >= m.concurrency.max(1)
+            && let Some(done) = inflight.next().await
+        {
+            done?;
+        }
+        let end = (start + m.part_size).min(data.len());
+        inflight.push(upload.put_part(PutPayload::from_bytes(data.slice(start..end))));
+    }
+    while let Some(done) = inflight.next().await {
+        done?;
+    }
+    Ok(())
 }
 
 fn map_err(path: &str, e: object_store::Error) -> BackendError {
@@ -192,6 +269,15 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
+        if let Some(m) = self.multipart
+            && data.len() >= m.threshold
+            && path.starts_with(super::FileKind::Pack.prefix())
+        {
+            return self
+                .runtime
+                .block_on(self.put_in_parts(&self.full(path), data, m))
+                .map_err(|e| map_err(path, e));
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
