@@ -95,7 +95,7 @@ pub struct Transfer {
 /// The layers every backend the engine opens gets: rate limits (when set), and retries of
 /// transient failures outside them (see [`cairn_repo_format::backend::retry`]), so that a
 /// retried request pays for its bytes again.
-fn layered(b: ObjectStoreBackend, t: &Transfer) -> Arc<dyn Backend> {
+fn layered(b: ObjectStoreBackend, t: &Transfer) -> Arc<Layered> {
     let limited = Limited::new(
         b,
         t.limit_upload_kib.map(RateLimit::kib_per_sec),
@@ -103,6 +103,9 @@ fn layered(b: ObjectStoreBackend, t: &Transfer) -> Arc<dyn Backend> {
     );
     Arc::new(Retry::new(limited, RetryPolicy::default()))
 }
+
+/// The backend stack every command gets.
+type Layered = Retry<Limited<ObjectStoreBackend>>;
 
 impl Location {
     /// Parses a location string.
@@ -158,17 +161,19 @@ impl Location {
 
     /// Opens an existing location. A missing Azure container is an error that names it.
     pub fn open_with(&self, t: &Transfer) -> Result<Arc<dyn Backend>, LocationError> {
-        let b = self.backend(false)?;
+        let layers = layered(self.backend(false)?, t);
         // No repository here: say so precisely when the container or bucket itself is missing.
-        if b.head("config")?.is_none() {
+        // (The first request goes through the retry layer: a dropped connection is no answer.)
+        if layers.head("config")?.is_none() {
+            let b = layers.inner().inner();
             if let (Some(false), Some(name)) = (b.container_exists()?, b.container_name()) {
                 return Err(LocationError::NoContainer {
                     container: name.to_string(),
                 });
             }
-            self.refuse_missing_bucket(&b)?;
+            self.refuse_missing_bucket(b)?;
         }
-        Ok(layered(b, t))
+        Ok(layers)
     }
 
     fn refuse_missing_bucket(&self, b: &ObjectStoreBackend) -> Result<(), LocationError> {
@@ -202,7 +207,7 @@ impl Location {
             )),
             _ => None,
         };
-        Ok((layered(b, &Transfer::default()), note))
+        Ok((layered(b, &Transfer::default()) as Arc<dyn Backend>, note))
     }
 }
 

@@ -1,14 +1,22 @@
 //! Criterion benchmarks of the backup stages on one core: chunk (FastCDC), hash (keyed
-//! BLAKE3), compress (zstd), seal (AES-256-GCM), and the whole in-memory chain chunk → hash →
-//! compress → seal → pack, on a buffer that is half random bytes and half real text.
+//! BLAKE3), compress (zstd), seal (AES-256-GCM of what compress produced), pack (copying
+//! sealed blobs into packs and hashing them), and the whole in-memory chain chunk → hash →
+//! compress → seal → pack, on one thread and in the agent's layout (one thread chunks and
+//! hashes, one seal thread per core compresses and encrypts, one thread packs), on a buffer that
+//! is half random bytes and half real text, with the repository's default chunk sizes.
+//! Every throughput is in bytes of input; `cargo run --release -p cairn-benches --bin ceiling`
+//! turns the stage medians into the ceiling (their harmonic sum) and compares the pipelines.
 
 use std::hint::black_box;
 
-use cairn_repo_format::blob::seal_blob;
+use cairn_repo_format::blob::{SealedBlob, seal_blob};
 use cairn_repo_format::chunker::{Chunker, ChunkerParams};
+use cairn_repo_format::config::{
+    DEFAULT_CHUNK_AVG, DEFAULT_CHUNK_MAX, DEFAULT_CHUNK_MIN, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE,
+};
 use cairn_repo_format::crypto::MasterKey;
 use cairn_repo_format::pack::PackBuilder;
-use cairn_repo_format::{BlobType, compress};
+use cairn_repo_format::{BlobType, Id, compress};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LEN: usize = 32 << 20;
@@ -56,9 +64,9 @@ fn stages(c: &mut Criterion) {
     let data = input();
     let key = MasterKey::generate();
     let chunker = Chunker::new(&ChunkerParams {
-        min: 512 << 10,
-        avg: 1 << 20,
-        max: 8 << 20,
+        min: DEFAULT_CHUNK_MIN,
+        avg: DEFAULT_CHUNK_AVG,
+        max: DEFAULT_CHUNK_MAX,
         seed: 7,
     })
     .unwrap();
@@ -72,6 +80,15 @@ fn stages(c: &mut Criterion) {
             })
             .collect()
     };
+    // What the seal stage sees: the compressed payload, or the chunk when it does not shrink.
+    let payloads: Vec<Vec<u8>> = chunks
+        .iter()
+        .map(|c| compress::compress(c, DEFAULT_COMPRESSION).unwrap_or_else(|| c.to_vec()))
+        .collect();
+    let sealed: Vec<SealedBlob> = chunks
+        .iter()
+        .map(|c| seal_blob(&key, BlobType::Data, key.blob_id(c), c, DEFAULT_COMPRESSION))
+        .collect();
     let mut g = c.benchmark_group("stage");
     g.throughput(Throughput::Bytes(LEN as u64));
     g.sample_size(10);
@@ -90,32 +107,93 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             chunks
                 .iter()
-                .filter_map(|c| compress::compress(c, 3))
+                .filter_map(|c| compress::compress(c, DEFAULT_COMPRESSION))
                 .count()
         })
     });
     g.bench_function("seal", |b| {
         b.iter(|| {
-            chunks
+            payloads
                 .iter()
-                .map(|c| key.seal(b"x", c).len())
+                .map(|p| key.seal(b"x", p).len())
                 .sum::<usize>()
         })
     });
-    g.bench_function("pipeline", |b| {
+    g.bench_function("pack", |b| {
         b.iter(|| {
             let mut pack = PackBuilder::default();
-            for c in chunker.chunk_lengths(&data).iter().scan(0usize, |off, &l| {
-                *off += l;
-                Some(&data[*off - l..*off])
-            }) {
-                let id = key.blob_id(c);
-                pack.add(&seal_blob(&key, BlobType::Data, id, c, 3));
+            let mut ids = 0u8;
+            for s in &sealed {
+                pack.add(s);
+                if pack.len() >= DEFAULT_PACK_SIZE as usize {
+                    ids ^= std::mem::take(&mut pack).finish(&key).id.0[0];
+                }
             }
-            black_box(pack.finish(&key).id)
+            ids ^ pack.finish(&key).id.0[0]
         })
     });
+    g.bench_function("pipeline-1-thread", |b| {
+        b.iter(|| pipeline_one_thread(&chunker, &key, &data))
+    });
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    g.bench_function(format!("pipeline-{cores}-cores"), |b| {
+        b.iter(|| pipeline_threads(&chunker, &key, &data, cores))
+    });
     g.finish();
+}
+
+/// chunk → hash → compress → seal → pack, all on the calling thread.
+fn pipeline_one_thread(chunker: &Chunker, key: &MasterKey, data: &[u8]) -> u8 {
+    let mut pack = PackBuilder::default();
+    let mut ids = 0u8;
+    let mut off = 0;
+    for l in chunker.chunk_lengths(data) {
+        let c = &data[off..off + l];
+        off += l;
+        let id = key.blob_id(c);
+        pack.add(&seal_blob(key, BlobType::Data, id, c, DEFAULT_COMPRESSION));
+        if pack.len() >= DEFAULT_PACK_SIZE as usize {
+            ids ^= std::mem::take(&mut pack).finish(key).id.0[0];
+        }
+    }
+    ids ^ pack.finish(key).id.0[0]
+}
+
+/// The agent's layout for one large file: this thread chunks and hashes and copies each chunk
+/// out, `sealers` threads compress and encrypt, one thread packs; bounded queues between.
+fn pipeline_threads(chunker: &Chunker, key: &MasterKey, data: &[u8], sealers: usize) -> u8 {
+    let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<(Id, Vec<u8>)>(sealers * 2);
+    let (blob_tx, blob_rx) = crossbeam_channel::bounded::<SealedBlob>(sealers * 4);
+    std::thread::scope(|s| {
+        for _ in 0..sealers {
+            let (rx, tx) = (chunk_rx.clone(), blob_tx.clone());
+            s.spawn(move || {
+                for (id, c) in rx {
+                    let _ = tx.send(seal_blob(key, BlobType::Data, id, &c, DEFAULT_COMPRESSION));
+                }
+            });
+        }
+        drop((chunk_rx, blob_tx));
+        let packer = s.spawn(move || {
+            let mut pack = PackBuilder::default();
+            let mut ids = 0u8;
+            for b in blob_rx {
+                pack.add(&b);
+                if pack.len() >= DEFAULT_PACK_SIZE as usize {
+                    ids ^= std::mem::take(&mut pack).finish(key).id.0[0];
+                }
+            }
+            ids ^ pack.finish(key).id.0[0]
+        });
+        let mut off = 0;
+        for l in chunker.chunk_lengths(data) {
+            let c = &data[off..off + l];
+            off += l;
+            let _ = chunk_tx.send((key.blob_id(c), c.to_vec()));
+        }
+        drop(chunk_tx);
+        packer.join().unwrap()
+    })
 }
 
 criterion_group!(benches, stages);

@@ -1,17 +1,23 @@
 //! The backup pipeline. [`run`] wires the stages, each in its own file:
 //!
 //! ```text
-//!  walk ──events──▶ archive ──file jobs──▶ read → chunk → seal  (N worker threads)
-//!  (thread)         (caller)                        │ sealed data blobs
-//!                      │ finished dirs              ▼
-//!                      └──────────────▶ tree ──▶ pack ──▶ upload  (one thread per connection)
-//!                                      (thread)  (thread)
+//!  walk ──events──▶ archive ──file jobs──▶ read → chunk → hash → dedup ──new chunks──▶ seal
+//!  (thread)         (caller)               (N file threads; seal small files' chunks) (N threads)
+//!                      │ finished dirs                                                │
+//!                      ▼                                                 sealed blobs ▼
+//!                    tree (thread) ───────────────tree blobs──────────────────────▶ pack (thread)
+//!                                                                                     │ packs
+//!                                                                                     ▼
+//!                                                         upload (one thread per connection)
 //! ```
 //!
 //! * walk: depth-first, names in byte order, excludes applied, metadata read.
 //! * archive: change detection against the parent snapshot; unchanged files are not opened.
-//! * read/chunk/seal: open without following symlinks, FastCDC in a reused window, keyed BLAKE3,
-//!   dedup claim, zstd when it shrinks, AES-256-GCM.
+//! * read/chunk: open without following symlinks, FastCDC in a reused window, keyed BLAKE3,
+//!   dedup claim.
+//! * seal: zstd when it shrinks, AES-256-GCM. A small file's new chunks are sealed by its file
+//!   thread; a large file's (8 MiB and up) are copied out to a pool of seal threads, so that a
+//!   single large file keeps every core busy.
 //! * tree: one tree blob per directory, bottom-up, as directories finish.
 //! * pack/upload: packs of about `pack_size`, stored create-only on `connections` threads;
 //!   index files as packs complete.
@@ -44,8 +50,9 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::filter::Patterns;
 use crate::select::{SnapshotFilter, latest_matching};
 use archive::{Archiver, FileJob};
+use cairn_repo_format::blob::SealedBlob;
 pub use read::ChangeRules;
-use seal::Dedup;
+use seal::{Dedup, SealJob, SealTo};
 
 /// Reports a path that could not be backed up (it is left out; the backup goes on).
 pub type Warn<'a> = dyn Fn(&Path, &str) + Sync + 'a;
@@ -214,22 +221,36 @@ fn find_parent(
     }
 }
 
-/// Reads one file: open, chunk, hash, dedup, seal; sends new blobs to the pack stage.
+/// Where a file thread's new chunks go: the seal pool (large files) or, sealed, the pack stage.
+struct Outputs {
+    seal_jobs: Sender<SealJob>,
+    blobs: Sender<SealedBlob>,
+}
+
+/// Reads one file: open, chunk, hash, dedup; sends new chunks to the seal threads.
 fn read_file(
     job: &mut FileJob,
     reader: &mut ChunkReader,
     repo: &Repository<Indexed>,
     dedup: &Dedup<'_>,
-    blobs: &Sender<SealedBlobMsg>,
+    out: &Outputs,
     progress: &Progress,
     warn: &Warn<'_>,
 ) -> io::Result<()> {
     let key = repo.key();
-    let level = repo.config().compression;
     let file = read::open_for_read(&job.path)?;
     let before = file.metadata()?;
+    let to = if before.len() >= seal::POOL_FROM {
+        SealTo::Pool(&out.seal_jobs)
+    } else {
+        SealTo::Here {
+            key,
+            level: repo.config().compression,
+            blobs: &out.blobs,
+        }
+    };
     let chunked = chunk::chunk_file(reader, key, &file, |id, data| {
-        seal::store_chunk(key, level, dedup, blobs, progress, id, data)
+        seal::store_chunk(dedup, &to, progress, id, data)
     })?;
     let after = file.metadata()?;
     if read::changed_while_reading(&before, &after) || chunked.size != job.node.size {
@@ -243,13 +264,11 @@ fn read_file(
     Ok(())
 }
 
-type SealedBlobMsg = cairn_repo_format::blob::SealedBlob;
-
 fn file_worker(
     jobs: Receiver<FileJob>,
     repo: &Repository<Indexed>,
     dedup: &Dedup<'_>,
-    blobs: Sender<SealedBlobMsg>,
+    out: Outputs,
     progress: &Progress,
     warn: &Warn<'_>,
 ) {
@@ -257,7 +276,7 @@ fn file_worker(
         Chunker::new(&repo.config().chunker).expect("validated when the repository was opened");
     let mut reader = ChunkReader::new(chunker, 1 << 20);
     for mut job in jobs {
-        match read_file(&mut job, &mut reader, repo, dedup, &blobs, progress, warn) {
+        match read_file(&mut job, &mut reader, repo, dedup, &out, progress, warn) {
             Ok(()) => {
                 progress.files_done.fetch_add(1, Ordering::Relaxed);
                 let _ = job.reply.send(Some(job.node));
@@ -306,6 +325,7 @@ pub fn run(
     let (walk_tx, walk_rx) = bounded(1024);
     let (job_tx, job_rx) = bounded::<FileJob>(workers * 4);
     let (dir_tx, dir_rx) = bounded(256);
+    let (seal_tx, seal_rx) = bounded::<SealJob>(workers * 2);
     let (blob_tx, blob_rx) = bounded(workers * 4);
     let stop_scan = AtomicBool::new(false);
 
@@ -322,10 +342,16 @@ pub fn run(
         let settings = &settings;
         s.spawn(move || walk::walk(settings, &walk_tx));
         for _ in 0..workers {
-            let (jobs, blobs, dedup) = (job_rx.clone(), blob_tx.clone(), &dedup);
-            s.spawn(move || file_worker(jobs, repo, dedup, blobs, progress, warn));
+            let out = Outputs {
+                seal_jobs: seal_tx.clone(),
+                blobs: blob_tx.clone(),
+            };
+            let (jobs, dedup) = (job_rx.clone(), &dedup);
+            s.spawn(move || file_worker(jobs, repo, dedup, out, progress, warn));
+            let (seal_jobs, blobs) = (seal_rx.clone(), blob_tx.clone());
+            s.spawn(move || seal::worker(repo.key(), level, seal_jobs, blobs));
         }
-        drop(job_rx);
+        drop((job_rx, seal_tx, seal_rx));
         let tree_blobs = blob_tx.clone();
         let dedup_ref = &dedup;
         let tree_stage =

@@ -1,7 +1,9 @@
 //! Seal stage: deduplication and sealing. [`Dedup::claim`] decides, across all threads, which
 //! caller stores a blob that is neither in the index nor already on its way; the winner
 //! compresses and encrypts it ([`cairn_repo_format::blob::seal_blob`]) and sends it to the pack
-//! stage.
+//! stage. Chunks of small files are sealed by the file thread that read them; chunks of large
+//! files and of streams go to a pool of seal threads ([`worker`]), so compression, the
+//! costliest step, runs on every core even while one large file is read by a single thread.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -10,6 +12,7 @@ use cairn_repo_format::blob::{SealedBlob, seal_blob};
 use cairn_repo_format::crypto::MasterKey;
 use cairn_repo_format::index::Index;
 use cairn_repo_format::{BlobType, Id};
+use crossbeam_channel::{Receiver, Sender};
 
 /// The set of blobs stored before this backup (the index) or during it.
 pub struct Dedup<'a> {
@@ -38,15 +41,39 @@ impl<'a> Dedup<'a> {
     }
 }
 
-/// The seal stage for one chunk: counts it, and when this caller wins the dedup claim,
-/// compresses, encrypts and sends it to the pack stage. A closed channel (the pipeline
-/// stopped) is a `BrokenPipe` error.
-#[allow(clippy::too_many_arguments)]
+/// A claimed data chunk on its way to a seal thread.
+pub struct SealJob {
+    /// Its blob id.
+    pub id: Id,
+    /// The plaintext.
+    pub data: Vec<u8>,
+}
+
+/// Where a claimed chunk is sealed.
+pub enum SealTo<'a> {
+    /// On this thread, straight to the pack stage: chunks of small files, which many file
+    /// threads already spread over the cores; no copy, no hand-off.
+    Here {
+        /// The repository key.
+        key: &'a MasterKey,
+        /// zstd level.
+        level: i32,
+        /// The pack stage.
+        blobs: &'a Sender<SealedBlob>,
+    },
+    /// Copied to the seal threads: chunks of large files (and streams), so that one file keeps
+    /// every core busy.
+    Pool(&'a Sender<SealJob>),
+}
+
+/// Files at least this large are sealed by the pool ([`SealTo::Pool`]).
+pub const POOL_FROM: u64 = 8 << 20;
+
+/// The dedup step for one chunk: counts it, and when this caller wins the dedup claim, seals
+/// it where `to` says. A closed channel (the pipeline stopped) is a `BrokenPipe` error.
 pub fn store_chunk(
-    key: &MasterKey,
-    level: i32,
     dedup: &Dedup<'_>,
-    blobs: &crossbeam_channel::Sender<SealedBlob>,
+    to: &SealTo<'_>,
     progress: &super::Progress,
     id: Id,
     data: &[u8],
@@ -57,11 +84,38 @@ pub fn store_chunk(
     if dedup.claim(BlobType::Data, &id) {
         progress.data_blobs.fetch_add(1, Relaxed);
         progress.data_added.fetch_add(data.len() as u64, Relaxed);
-        blobs
-            .send(seal(key, BlobType::Data, id, data, level))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipeline stopped"))?;
+        let sent = match to {
+            SealTo::Here { key, level, blobs } => blobs
+                .send(seal(key, BlobType::Data, id, data, *level))
+                .is_ok(),
+            SealTo::Pool(jobs) => jobs
+                .send(SealJob {
+                    id,
+                    data: data.to_vec(),
+                })
+                .is_ok(),
+        };
+        if !sent {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "pipeline stopped",
+            ));
+        }
     }
     Ok(())
+}
+
+/// One seal thread: seals data chunks from `jobs` and sends them to the pack stage until
+/// either channel closes.
+pub fn worker(key: &MasterKey, level: i32, jobs: Receiver<SealJob>, blobs: Sender<SealedBlob>) {
+    for job in jobs {
+        if blobs
+            .send(seal(key, BlobType::Data, job.id, &job.data, level))
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Seals a claimed blob for the pack stage.

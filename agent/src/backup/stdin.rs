@@ -13,7 +13,7 @@ use cairn_repo_format::{BlobType, Indexed, RepoError, Repository};
 use chrono::Utc;
 use crossbeam_channel::bounded;
 
-use super::seal::{Dedup, seal};
+use super::seal::{Dedup, SealJob, SealTo, seal};
 use super::{BackupError, BackupOptions, BackupOutcome, Progress, chunk, pack, summarize};
 
 /// Backs up everything `source` yields as one file named `name` at the snapshot's root. The
@@ -41,11 +41,19 @@ pub fn run(
         Chunker::new(&repo.config().chunker).expect("validated when the repository was opened");
     let mut reader = ChunkReader::new(chunker, 1 << 20);
     let (tx, rx) = bounded(8);
+    let sealers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (seal_tx, seal_rx) = bounded::<SealJob>(sealers * 2);
     let (chunked, packed) = std::thread::scope(|s| {
         let packer = s.spawn(move || pack::run(repo, rx, opts.upload_connections(), progress));
+        for _ in 0..sealers {
+            let (jobs, blobs) = (seal_rx.clone(), tx.clone());
+            s.spawn(move || super::seal::worker(key, level, jobs, blobs));
+        }
+        drop(seal_rx);
         let chunked = chunk::chunk_file(&mut reader, key, source, |id, data| {
-            super::seal::store_chunk(key, level, &dedup, &tx, progress, id, data)
+            super::seal::store_chunk(&dedup, &SealTo::Pool(&seal_tx), progress, id, data)
         });
+        drop(seal_tx);
         let chunked = chunked.and_then(|c| {
             let now = Utc::now();
             let node = Node {

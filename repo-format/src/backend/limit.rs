@@ -73,6 +73,11 @@ impl<B: Backend> Limited<B> {
             download,
         }
     }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
 }
 
 impl<B: Backend> Backend for Limited<B> {
