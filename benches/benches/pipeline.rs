@@ -139,6 +139,19 @@ fn stages(c: &mut Criterion) {
     g.bench_function(format!("pipeline-{cores}-cores"), |b| {
         b.iter(|| pipeline_threads(&chunker, &key, &data, cores))
     });
+    // The machine's own limit for this work: one independent one-thread pipeline per core,
+    // each on its share of the buffer, with nothing shared (what perfect scaling can reach here).
+    g.bench_function(format!("pipeline-{cores}-independent"), |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = data
+                    .chunks(data.len().div_ceil(cores))
+                    .map(|part| s.spawn(|| pipeline_one_thread(&chunker, &key, part)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).fold(0, |a, b| a ^ b)
+            })
+        })
+    });
     g.finish();
 }
 

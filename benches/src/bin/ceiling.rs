@@ -46,6 +46,7 @@ fn run(dir: &Path) -> Result<(), String> {
     let all = one * cores as f64;
     let p1 = mbs(median(dir, "pipeline-1-thread")?);
     let pn = mbs(median(dir, &format!("pipeline-{cores}-cores"))?);
+    let pi = mbs(median(dir, &format!("pipeline-{cores}-independent"))?);
     println!();
     println!("| | MB/s | of the one-core ceiling | of the {cores}-core ceiling |");
     println!("|---|---|---|---|");
@@ -59,6 +60,11 @@ fn run(dir: &Path) -> Result<(), String> {
         "| pipeline, agent layout on {cores} cores | {pn:.0} | {:.2}× | {:.0}% |",
         pn / one,
         100.0 * pn / all
+    );
+    println!(
+        "| {cores} independent one-thread pipelines (the machine's scaling) | {pi:.0} | {:.2}× | {:.0}% |",
+        pi / one,
+        100.0 * pi / all
     );
     Ok(())
 }
