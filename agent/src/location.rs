@@ -5,7 +5,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_repo_format::backend::{Limited, RateLimit, Retry, RetryPolicy, cloud};
+use std::ops::Range;
+
+use bytes::Bytes;
+use cairn_repo_format::backend::{
+    Limited, LocalBackend, ObjectInfo, RateLimit, Retry, RetryPolicy, cloud,
+};
 use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend};
 
 /// A parsed repository location.
@@ -95,7 +100,7 @@ pub struct Transfer {
 /// The layers every backend the engine opens gets: rate limits (when set), and retries of
 /// transient failures outside them (see [`cairn_repo_format::backend::retry`]), so that a
 /// retried request pays for its bytes again.
-fn layered(b: ObjectStoreBackend, t: &Transfer) -> Arc<Layered> {
+fn layered(b: Raw, t: &Transfer) -> Arc<Layered> {
     let limited = Limited::new(
         b,
         t.limit_upload_kib.map(RateLimit::kib_per_sec),
@@ -105,7 +110,50 @@ fn layered(b: ObjectStoreBackend, t: &Transfer) -> Arc<Layered> {
 }
 
 /// The backend stack every command gets.
-type Layered = Retry<Limited<ObjectStoreBackend>>;
+type Layered = Retry<Limited<Raw>>;
+
+/// The storage under the layers: a local directory on `std::fs`, or an object store.
+enum Raw {
+    Local(LocalBackend),
+    Store(Box<ObjectStoreBackend>),
+}
+
+impl Raw {
+    fn store(&self) -> Option<&ObjectStoreBackend> {
+        match self {
+            Raw::Store(s) => Some(s.as_ref()),
+            Raw::Local(_) => None,
+        }
+    }
+
+    fn get(&self) -> &dyn Backend {
+        match self {
+            Raw::Local(b) => b,
+            Raw::Store(b) => b.as_ref(),
+        }
+    }
+}
+
+impl Backend for Raw {
+    fn location(&self) -> String {
+        self.get().location()
+    }
+    fn list(&self, prefix: &str, f: &mut dyn FnMut(ObjectInfo)) -> Result<(), BackendError> {
+        self.get().list(prefix, f)
+    }
+    fn head(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        self.get().head(path)
+    }
+    fn get(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, BackendError> {
+        self.get().get(path, range)
+    }
+    fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
+        self.get().put(path, data)
+    }
+    fn delete(&self, path: &str) -> Result<(), BackendError> {
+        self.get().delete(path)
+    }
+}
 
 impl Location {
     /// Parses a location string.
@@ -134,12 +182,14 @@ impl Location {
         })
     }
 
-    fn backend(&self, create_dir: bool) -> Result<ObjectStoreBackend, LocationError> {
+    fn backend(&self, create_dir: bool) -> Result<Raw, LocationError> {
         Ok(match self {
-            Location::Local(p) => ObjectStoreBackend::local(p, create_dir)?,
-            Location::Azure { container, prefix } => cloud::azure(container, prefix)?,
-            Location::S3 { bucket, prefix } => cloud::s3(bucket, prefix)?,
-            Location::Gcs { bucket, prefix } => cloud::gcs(bucket, prefix)?,
+            Location::Local(p) => Raw::Local(LocalBackend::new(p, create_dir)?),
+            Location::Azure { container, prefix } => {
+                Raw::Store(Box::new(cloud::azure(container, prefix)?))
+            }
+            Location::S3 { bucket, prefix } => Raw::Store(Box::new(cloud::s3(bucket, prefix)?)),
+            Location::Gcs { bucket, prefix } => Raw::Store(Box::new(cloud::gcs(bucket, prefix)?)),
         })
     }
 
@@ -164,8 +214,9 @@ impl Location {
         let layers = layered(self.backend(false)?, t);
         // No repository here: say so precisely when the container or bucket itself is missing.
         // (The first request goes through the retry layer: a dropped connection is no answer.)
-        if layers.head("config")?.is_none() {
-            let b = layers.inner().inner();
+        if layers.head("config")?.is_none()
+            && let Some(b) = layers.inner().inner().store()
+        {
             if let (Some(false), Some(name)) = (b.container_exists()?, b.container_name()) {
                 return Err(LocationError::NoContainer {
                     container: name.to_string(),
@@ -198,16 +249,18 @@ impl Location {
     /// Opens a location for `init`: creates a missing local directory or Azure container.
     /// Returns the backend and what was created, for the user.
     pub fn open_for_init(&self) -> Result<(Arc<dyn Backend>, Option<String>), LocationError> {
-        let b = self.backend(true)?;
-        self.refuse_missing_bucket(&b)?;
-        let note = match b.create_container()? {
-            Some(true) => Some(format!(
-                "created Azure container {:?}",
-                b.container_name().unwrap_or_default()
-            )),
-            _ => None,
-        };
-        Ok((layered(b, &Transfer::default()) as Arc<dyn Backend>, note))
+        let raw = self.backend(true)?;
+        let mut note = None;
+        if let Some(b) = raw.store() {
+            self.refuse_missing_bucket(b)?;
+            if b.create_container()? == Some(true) {
+                note = Some(format!(
+                    "created Azure container {:?}",
+                    b.container_name().unwrap_or_default()
+                ));
+            }
+        }
+        Ok((layered(raw, &Transfer::default()) as Arc<dyn Backend>, note))
     }
 }
 

@@ -148,7 +148,9 @@ fn stages(c: &mut Criterion) {
                     .chunks(data.len().div_ceil(cores))
                     .map(|part| s.spawn(|| pipeline_one_thread(&chunker, &key, part)))
                     .collect();
-                hs.into_iter().map(|h| h.join().unwrap()).fold(0, |a, b| a ^ b)
+                hs.into_iter()
+                    .map(|h| h.join().unwrap())
+                    .fold(0, |a, b| a ^ b)
             })
         })
     });

@@ -348,8 +348,15 @@ fn spawn_backup(repo: &Repo, src: &Path) -> Child {
         .expect("spawn backup")
 }
 
+/// Objects below `dir`, not counting files still being written (`.tmp-*`).
 fn count(dir: &Path) -> usize {
-    walkdir(dir).len()
+    walkdir(dir)
+        .iter()
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .count()
 }
 
 fn walkdir(dir: &Path) -> Vec<PathBuf> {

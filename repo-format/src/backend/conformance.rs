@@ -111,7 +111,7 @@ fn delete_and_missing(b: &dyn Backend) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ObjectStoreBackend;
+    use super::super::{Backend, ObjectStoreBackend};
 
     #[test]
     fn memory_backend_conforms() {
@@ -119,8 +119,27 @@ mod tests {
     }
 
     #[test]
-    fn local_backend_conforms() {
+    fn object_store_local_backend_conforms() {
         let dir = tempfile::tempdir().unwrap();
         super::run_all(&ObjectStoreBackend::local(dir.path(), false).unwrap());
+    }
+
+    #[test]
+    fn local_backend_conforms_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = super::super::LocalBackend::new(dir.path(), false).unwrap();
+        super::run_all(&b);
+        let leftovers: Vec<_> = walkdir::WalkDir::new(dir.path())
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // A range past the end is an error naming the object, not short data.
+        b.put("data/00/x", bytes::Bytes::from_static(b"0123"))
+            .unwrap();
+        let e = b.get("data/00/x", Some(2..9)).unwrap_err();
+        assert!(e.to_string().contains("data/00/x"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod cloud;
 pub mod limit;
+mod local;
 mod objstore;
 pub mod retry;
 
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use crate::id::Id;
 
 pub use limit::{Limited, RateLimit};
+pub use local::LocalBackend;
 pub use objstore::{Multipart, ObjectStoreBackend};
 pub use retry::{Retry, RetryPolicy};
 

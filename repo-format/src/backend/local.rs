@@ -1,0 +1,152 @@
+//! A repository in a local directory, on `std::fs` directly: reads are `pread`s of the byte
+//! range on the calling thread, writes go to a temporary file in the target directory and are
+//! published with `link(2)`, which fails if the name exists, so a put is create-only and
+//! atomic (no reader ever sees half an object). object_store's `LocalFileSystem` did the same
+//! work through a tokio blocking pool, a thread hand-off per request; restore and check make a
+//! request per pack range and per tree, so the hand-offs showed in their profiles (measured
+//! in docs/benchmarks.md, "Local directories without object_store").
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::{Backend, BackendError, ObjectInfo};
+
+/// Temporary files start with this; listings skip them.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// A local directory holding a repository.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// The repository in `dir`, created (with parents) when `create` is set.
+    pub fn new(dir: &Path, create: bool) -> Result<Self, BackendError> {
+        if create {
+            fs::create_dir_all(dir).map_err(|e| BackendError::Other {
+                path: dir.display().to_string(),
+                message: format!("cannot create directory: {e}"),
+            })?;
+        }
+        if !dir.is_dir() {
+            return Err(BackendError::NotFound {
+                path: dir.display().to_string(),
+            });
+        }
+        Ok(LocalBackend {
+            root: dir.to_path_buf(),
+        })
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+fn io_error(path: &str, e: io::Error) -> BackendError {
+    match e.kind() {
+        io::ErrorKind::NotFound => BackendError::NotFound { path: path.into() },
+        io::ErrorKind::AlreadyExists => BackendError::AlreadyExists { path: path.into() },
+        _ => BackendError::Other {
+            path: path.into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, prefix: &str, f: &mut dyn FnMut(ObjectInfo)) -> Result<(), BackendError> {
+        let start = self.full(prefix.trim_end_matches('/'));
+        if !start.exists() {
+            return Ok(());
+        }
+        for entry in walkdir::WalkDir::new(&start).sort_by_file_name() {
+            let entry = entry.map_err(|e| BackendError::Other {
+                path: prefix.into(),
+                message: e.to_string(),
+            })?;
+            let name = entry.file_name().to_string_lossy();
+            if !entry.file_type().is_file() || name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&self.root)
+                .unwrap_or(entry.path())
+                .to_string_lossy()
+                .into_owned();
+            let size = entry
+                .metadata()
+                .map_err(|e| BackendError::Other {
+                    path: rel.clone(),
+                    message: e.to_string(),
+                })?
+                .len();
+            f(ObjectInfo { path: rel, size });
+        }
+        Ok(())
+    }
+
+    fn head(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        match fs::metadata(self.full(path)) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(path, e)),
+        }
+    }
+
+    fn get(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, BackendError> {
+        let file = File::open(self.full(path)).map_err(|e| io_error(path, e))?;
+        let range = match range {
+            Some(r) => r,
+            None => 0..file.metadata().map_err(|e| io_error(path, e))?.len(),
+        };
+        let mut buf = vec![0u8; (range.end.saturating_sub(range.start)) as usize];
+        file.read_exact_at(&mut buf, range.start)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => BackendError::Other {
+                    path: path.into(),
+                    message: format!("range {range:?} lies beyond the end of the object"),
+                },
+                _ => io_error(path, e),
+            })?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
+        let target = self.full(path);
+        let dir = target.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| io_error(path, e))?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dir.join(format!(
+            "{TEMP_PREFIX}{name}-{:016x}",
+            crate::crypto::random_u64()
+        ));
+        let written = (|| {
+            let mut f = File::options().write(true).create_new(true).open(&temp)?;
+            f.write_all(&data)?;
+            // On disk before its name is: an index never names a pack a crash could lose.
+            f.sync_data()
+        })();
+        let published = written.and_then(|()| fs::hard_link(&temp, &target));
+        let _ = fs::remove_file(&temp);
+        published.map_err(|e| io_error(path, e))
+    }
+
+    fn delete(&self, path: &str) -> Result<(), BackendError> {
+        fs::remove_file(self.full(path)).map_err(|e| io_error(path, e))
+    }
+}
