@@ -151,6 +151,42 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// [`apply_metadata`] for a regular file still open as `file`: the same steps on the file
+/// descriptor (`fchown`, `fchmod`, `fsetxattr`, `futimens`), with no path lookups, so nothing
+/// swapped in at the path in the meantime can receive them. Restore uses it for every file.
+pub fn apply_file_metadata(file: &std::fs::File, node: &Node, as_root: bool) -> io::Result<()> {
+    use xattr::FileExt as _;
+    let mut first_err: Option<io::Error> = None;
+    let mut note = |r: io::Result<()>| {
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    };
+    if as_root {
+        note(std::os::unix::fs::fchown(
+            file,
+            Some(node.uid),
+            Some(node.gid),
+        ));
+    }
+    note(file.set_permissions(std::fs::Permissions::from_mode(node.mode)));
+    for x in &node.xattrs {
+        match file.set_xattr(OsStr::from_bytes(&x.name.0), &x.value.0) {
+            Err(e) if is_unsupported(&e) || e.raw_os_error() == Some(libc::EPERM) => {}
+            r => note(r),
+        }
+    }
+    let ts = |t: &DateTime<Utc>| {
+        filetime::FileTime::from_unix_time(t.timestamp(), t.timestamp_subsec_nanos())
+    };
+    note(filetime::set_file_handle_times(
+        file,
+        Some(ts(&node.atime)),
+        Some(ts(&node.mtime)),
+    ));
+    first_err.map_or(Ok(()), Err)
+}
+
 /// Applies a node's metadata to the object at `path` (already created, not followed if it is a
 /// symlink): owner (as root), then mode (after chown, which clears setuid), xattrs, and times
 /// last. Returns the first error; the caller reports it and goes on.

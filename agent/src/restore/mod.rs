@@ -44,7 +44,7 @@ use cairn_repo_format::{Indexed, RepoError, Repository};
 use crossbeam_channel::bounded;
 
 use crate::filter::Patterns;
-use crate::fsmeta::{apply_metadata, is_root};
+use crate::fsmeta::{apply_file_metadata, apply_metadata, is_root};
 use batch::{Batcher, Limits};
 use fetch::Budget;
 use plan::{Planner, Selection, Step};
@@ -159,6 +159,13 @@ impl Shared<'_, '_> {
     /// Applies `node`'s metadata to `path`, reporting a failure.
     fn meta(&self, path: &Path, rel: &Path, node: &Node) {
         if let Err(e) = apply_metadata(path, node, self.as_root) {
+            self.problem(rel, &format!("metadata: {e}"));
+        }
+    }
+
+    /// Metadata of a regular file through its open descriptor.
+    fn meta_file(&self, file: &std::fs::File, rel: &Path, node: &Node) {
+        if let Err(e) = apply_file_metadata(file, node, self.as_root) {
             self.problem(rel, &format!("metadata: {e}"));
         }
     }

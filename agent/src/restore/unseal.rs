@@ -59,36 +59,50 @@ pub fn unseal<'b>(
 pub fn worker<'b>(
     shared: &Shared<'_, '_>,
     budget: &'b Budget,
-    jobs: Receiver<UnsealJob<'b>>,
-    write: Sender<WriteJob<'b>>,
+    jobs: Receiver<Vec<UnsealJob<'b>>>,
+    write: Sender<Vec<WriteJob<'b>>>,
 ) {
-    for job in jobs {
-        let UnsealJob {
-            loc,
-            sealed,
-            dests,
-            permit,
-        } = job;
-        let share = budget.acquire(loc.entry.raw_length as u64);
-        let plain = unseal(shared.repo, &loc, &sealed);
-        // The range's buffer goes when its last blob is opened.
-        drop((sealed, permit));
-        match plain {
-            Ok(mut plain) => {
-                plain._permit = Some(share);
-                let data = Arc::new(plain);
-                for dest in dests {
-                    let job = WriteJob {
-                        data: data.clone(),
-                        dest,
-                    };
-                    if write.send(job).is_err() {
-                        // The write stage is gone (a worker panicked): nothing more to do.
+    for group in jobs {
+        let mut out = Vec::new();
+        for job in group {
+            let UnsealJob {
+                loc,
+                sealed,
+                dests,
+                permit,
+            } = job;
+            let need = loc.entry.raw_length as u64;
+            // Waiting for budget while holding unsent writes could wait for ever: the budget
+            // comes back only when writes finish. Send them first.
+            let share = match budget.try_acquire(need) {
+                Some(p) => p,
+                None => {
+                    if !out.is_empty() && write.send(std::mem::take(&mut out)).is_err() {
                         return;
                     }
+                    budget.acquire(need)
                 }
+            };
+            let plain = unseal(shared.repo, &loc, &sealed);
+            // The range's buffer goes when its last blob is opened.
+            drop((sealed, permit));
+            match plain {
+                Ok(mut plain) => {
+                    plain._permit = Some(share);
+                    let data = Arc::new(plain);
+                    for dest in dests {
+                        out.push(WriteJob {
+                            data: data.clone(),
+                            dest,
+                        });
+                    }
+                }
+                Err(e) => lose(shared, dests, &e),
             }
-            Err(e) => lose(shared, dests, &e),
+        }
+        if !out.is_empty() && write.send(out).is_err() {
+            // The write stage is gone (a worker panicked): nothing more to do.
+            return;
         }
     }
 }

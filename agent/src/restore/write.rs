@@ -239,8 +239,8 @@ pub struct WriteJob<'b> {
 
 /// The write thread: writes chunks until the channel closes, finishing files as their last
 /// chunk goes in.
-pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<WriteJob<'_>>) {
-    for job in jobs {
+pub fn worker(shared: &Shared<'_, '_>, groups: Receiver<Vec<WriteJob<'_>>>) {
+    for job in groups.into_iter().flatten() {
         let WriteJob { data, dest } = job;
         let file = &dest.file;
         if !file.is_failed() {
@@ -294,7 +294,7 @@ fn finish(shared: &Shared<'_, '_>, f: &FileState) -> bool {
         shared.progress.verified.fetch_add(1, Ordering::Relaxed);
     }
     shared.progress.files.fetch_add(1, Ordering::Relaxed);
-    shared.meta(&f.path, &f.rel, &f.node);
+    shared.meta_file(&f.file, &f.rel, &f.node);
     true
 }
 
