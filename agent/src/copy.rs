@@ -48,7 +48,7 @@ struct Copier<'a> {
     src: &'a Repository<Indexed>,
     dst: &'a Repository<Indexed>,
     dedup: Dedup<'a>,
-    tx: Sender<cairn_repo_format::blob::SealedBlob>,
+    tx: Sender<Vec<cairn_repo_format::blob::SealedBlob>>,
     trees: HashMap<Id, Id>,
     data: HashMap<Id, Id>,
     stats: CopyStats,
@@ -62,7 +62,7 @@ impl Copier<'_> {
             self.stats.bytes_added += plain.len() as u64;
             let level = self.dst.config().compression;
             self.tx
-                .send(seal_blob(self.dst.key(), ty, id, plain, level))
+                .send(vec![seal_blob(self.dst.key(), ty, id, plain, level)])
                 .map_err(|_| CopyError::Stopped)?;
         }
         Ok(id)

@@ -26,6 +26,12 @@ pub struct FileJob {
     pub reply: Sender<Option<Node>>,
 }
 
+/// File jobs per message to the file threads, at most…
+const JOB_FILES: usize = 32;
+/// …and at most this many bytes of files. One message per file kept the file threads and the
+/// archiver waking each other (spins, `sched_yield`, futexes) for every small file.
+const JOB_BYTES: u64 = 4 << 20;
+
 /// The pipeline behind the archiver stopped.
 #[derive(Debug)]
 pub struct Stopped;
@@ -36,7 +42,11 @@ pub struct Archiver<'a> {
     rules: ChangeRules,
     progress: &'a Progress,
     warn: &'a Warn<'a>,
-    jobs: Sender<FileJob>,
+    jobs: Sender<Vec<FileJob>>,
+    /// Jobs not sent yet, and their bytes. Sent before any finished directory, whose tree
+    /// waits for them.
+    pending_jobs: Vec<FileJob>,
+    pending_bytes: u64,
     dirs: Sender<FinishedDir>,
     stack: Vec<DirBuilder>,
     /// 0 when the single backup path is a directory (it is the root); else 1 (a synthetic root
@@ -57,7 +67,7 @@ impl<'a> Archiver<'a> {
         rules: ChangeRules,
         progress: &'a Progress,
         warn: &'a Warn<'a>,
-        jobs: Sender<FileJob>,
+        jobs: Sender<Vec<FileJob>>,
         dirs: Sender<FinishedDir>,
         single_dir: bool,
         parent_root: Option<Id>,
@@ -68,6 +78,8 @@ impl<'a> Archiver<'a> {
             progress,
             warn,
             jobs,
+            pending_jobs: Vec::new(),
+            pending_bytes: 0,
             dirs,
             stack: Vec::new(),
             base: if single_dir { 0 } else { 1 },
@@ -182,12 +194,26 @@ impl<'a> Archiver<'a> {
         counter.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = bounded(1);
         dir.entries.push(Pending::File(rx));
+        self.pending_bytes += node.size;
+        self.pending_jobs.push(FileJob { path, node, reply });
+        if self.pending_jobs.len() >= JOB_FILES || self.pending_bytes >= JOB_BYTES {
+            self.send_jobs()?;
+        }
+        Ok(())
+    }
+
+    fn send_jobs(&mut self) -> Result<(), Stopped> {
+        if self.pending_jobs.is_empty() {
+            return Ok(());
+        }
+        self.pending_bytes = 0;
         self.jobs
-            .send(FileJob { path, node, reply })
+            .send(std::mem::take(&mut self.pending_jobs))
             .map_err(|_| Stopped)
     }
 
     fn close_top(&mut self) -> Result<(), Stopped> {
+        self.send_jobs()?;
         let mut dir = self.stack.pop().expect("close_top on a non-empty stack");
         let (reply, rx) = bounded(1);
         let node = dir.node.take();

@@ -50,9 +50,8 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::filter::Patterns;
 use crate::select::{SnapshotFilter, latest_matching};
 use archive::{Archiver, FileJob};
-use cairn_repo_format::blob::SealedBlob;
 pub use read::ChangeRules;
-use seal::{Dedup, SealJob, SealTo};
+use seal::{BlobBatch, Dedup, SealJob, SealTo};
 
 /// Reports a path that could not be backed up (it is left out; the backup goes on).
 pub type Warn<'a> = dyn Fn(&Path, &str) + Sync + 'a;
@@ -224,7 +223,7 @@ fn find_parent(
 /// Where a file thread's new chunks go: the seal pool (large files) or, sealed, the pack stage.
 struct Outputs {
     seal_jobs: Sender<SealJob>,
-    blobs: Sender<SealedBlob>,
+    blobs: BlobBatch,
 }
 
 /// Reads one file: open, chunk, hash, dedup; sends new chunks to the seal threads.
@@ -265,7 +264,7 @@ fn read_file(
 }
 
 fn file_worker(
-    jobs: Receiver<FileJob>,
+    jobs: Receiver<Vec<FileJob>>,
     repo: &Repository<Indexed>,
     dedup: &Dedup<'_>,
     out: Outputs,
@@ -275,20 +274,51 @@ fn file_worker(
     let chunker =
         Chunker::new(&repo.config().chunker).expect("validated when the repository was opened");
     let mut reader = ChunkReader::new(chunker, 1 << 20);
-    for mut job in jobs {
-        match read_file(&mut job, &mut reader, repo, dedup, &out, progress, warn) {
-            Ok(()) => {
-                progress.files_done.fetch_add(1, Ordering::Relaxed);
-                let _ = job.reply.send(Some(job.node));
+    loop {
+        // Whatever this thread sealed goes to the pack stage before it waits for more work.
+        let batch = match jobs.try_recv() {
+            Ok(b) => b,
+            Err(_) => {
+                if out.blobs.flush().is_err() {
+                    return;
+                }
+                match jobs.recv() {
+                    Ok(b) => b,
+                    Err(_) => return,
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return,
-            Err(e) => {
-                progress.errors.fetch_add(1, Ordering::Relaxed);
-                warn(&job.path, &format!("not backed up: {e}"));
-                let _ = job.reply.send(None);
+        };
+        for job in batch {
+            if !file_job(job, &mut reader, repo, dedup, &out, progress, warn) {
+                return;
             }
         }
     }
+}
+
+/// Runs one file job; false when the pipeline has stopped.
+fn file_job(
+    mut job: FileJob,
+    reader: &mut ChunkReader,
+    repo: &Repository<Indexed>,
+    dedup: &Dedup<'_>,
+    out: &Outputs,
+    progress: &Progress,
+    warn: &Warn<'_>,
+) -> bool {
+    match read_file(&mut job, reader, repo, dedup, out, progress, warn) {
+        Ok(()) => {
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            let _ = job.reply.send(Some(job.node));
+        }
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return false,
+        Err(e) => {
+            progress.errors.fetch_add(1, Ordering::Relaxed);
+            warn(&job.path, &format!("not backed up: {e}"));
+            let _ = job.reply.send(None);
+        }
+    }
+    true
 }
 
 /// Runs a backup and writes its snapshot. Paths that cannot be read are reported through
@@ -322,8 +352,8 @@ pub fn run(
     let level = repo.config().compression;
     let dedup = Dedup::new(repo.index());
 
-    let (walk_tx, walk_rx) = bounded(1024);
-    let (job_tx, job_rx) = bounded::<FileJob>(workers * 4);
+    let (walk_tx, walk_rx) = bounded(1024 / walk::BATCH);
+    let (job_tx, job_rx) = bounded::<Vec<FileJob>>(workers);
     let (dir_tx, dir_rx) = bounded(256);
     let (seal_tx, seal_rx) = bounded::<SealJob>(workers * 2);
     let (blob_tx, blob_rx) = bounded(workers * 4);
@@ -344,7 +374,7 @@ pub fn run(
         for _ in 0..workers {
             let out = Outputs {
                 seal_jobs: seal_tx.clone(),
-                blobs: blob_tx.clone(),
+                blobs: BlobBatch::new(blob_tx.clone()),
             };
             let (jobs, dedup) = (job_rx.clone(), &dedup);
             s.spawn(move || file_worker(jobs, repo, dedup, out, progress, warn));
@@ -372,7 +402,7 @@ pub fn run(
             parent_root,
         );
         let mut stopped = false;
-        for ev in walk_rx {
+        for ev in walk_rx.into_iter().flatten() {
             if archiver.handle(ev).is_err() {
                 stopped = true;
                 break;

@@ -14,7 +14,7 @@ use super::{Progress, upload};
 /// error it returns at once, which closes the channel and stops the producers.
 pub fn run(
     repo: &Repository<Indexed>,
-    blobs: Receiver<SealedBlob>,
+    blobs: Receiver<Vec<SealedBlob>>,
     connections: usize,
     progress: &Progress,
 ) -> Result<(), RepoError> {
@@ -33,12 +33,16 @@ pub fn run(
 }
 
 /// Fills packs from `blobs`; stops early when the upload stage has gone (after an error).
-fn fill(repo: &Repository<Indexed>, blobs: Receiver<SealedBlob>, packs: &Sender<FinishedPack>) {
+fn fill(
+    repo: &Repository<Indexed>,
+    blobs: Receiver<Vec<SealedBlob>>,
+    packs: &Sender<FinishedPack>,
+) {
     let target = repo.config().pack_size as usize;
     let capacity = target + repo.config().chunker.max as usize;
     let mut data = PackBuilder::with_capacity(capacity);
     let mut tree = PackBuilder::default();
-    for blob in blobs {
+    for blob in blobs.into_iter().flatten() {
         let pack = match blob.ty {
             BlobType::Data => &mut data,
             BlobType::Tree => &mut tree,

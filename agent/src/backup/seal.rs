@@ -49,17 +49,64 @@ pub struct SealJob {
     pub data: Vec<u8>,
 }
 
+/// Sealed blobs on their way to the pack stage from one thread, sent in batches: one message
+/// per blob kept the pack thread and the file threads waking each other for every small
+/// file. The owner calls [`BlobBatch::flush`] before it waits for anything, and at its end.
+pub struct BlobBatch {
+    tx: Sender<Vec<SealedBlob>>,
+    buf: std::cell::RefCell<(Vec<SealedBlob>, usize)>,
+}
+
+/// Blobs per batch, at most…
+const BATCH_BLOBS: usize = 32;
+/// …and at most this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+
+impl BlobBatch {
+    /// A batch sending to `tx`.
+    pub fn new(tx: Sender<Vec<SealedBlob>>) -> Self {
+        BlobBatch {
+            tx,
+            buf: Default::default(),
+        }
+    }
+
+    /// Adds a blob; sends the batch when it is full. Fails when the pack stage has gone.
+    pub fn push(&self, blob: SealedBlob) -> Result<(), Stopped> {
+        let full = {
+            let mut b = self.buf.borrow_mut();
+            b.1 += blob.bytes.len();
+            b.0.push(blob);
+            b.0.len() >= BATCH_BLOBS || b.1 >= BATCH_BYTES
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Sends what is waiting.
+    pub fn flush(&self) -> Result<(), Stopped> {
+        let batch = std::mem::take(&mut *self.buf.borrow_mut()).0;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(batch).map_err(|_| Stopped)
+    }
+}
+
+/// The pack stage has gone (after an error).
+#[derive(Debug)]
+pub struct Stopped;
+
 /// Where a claimed chunk is sealed.
 pub enum SealTo<'a> {
-    /// On this thread, straight to the pack stage: chunks of small files, which many file
-    /// threads already spread over the cores; no copy, no hand-off.
+    /// On this thread, then to the pack stage in batches: chunks of small files, which many
+    /// file threads already spread over the cores; no copy, no hand-off.
     Here {
         /// The repository key.
         key: &'a MasterKey,
         /// zstd level.
         level: i32,
-        /// The pack stage.
-        blobs: &'a Sender<SealedBlob>,
+        /// This thread's batch for the pack stage.
+        blobs: &'a BlobBatch,
     },
     /// Copied to the seal threads: chunks of large files (and streams), so that one file keeps
     /// every core busy.
@@ -86,7 +133,7 @@ pub fn store_chunk(
         progress.data_added.fetch_add(data.len() as u64, Relaxed);
         let sent = match to {
             SealTo::Here { key, level, blobs } => blobs
-                .send(seal(key, BlobType::Data, id, data, *level))
+                .push(seal(key, BlobType::Data, id, data, *level))
                 .is_ok(),
             SealTo::Pool(jobs) => jobs
                 .send(SealJob {
@@ -107,10 +154,15 @@ pub fn store_chunk(
 
 /// One seal thread: seals data chunks from `jobs` and sends them to the pack stage until
 /// either channel closes.
-pub fn worker(key: &MasterKey, level: i32, jobs: Receiver<SealJob>, blobs: Sender<SealedBlob>) {
+pub fn worker(
+    key: &MasterKey,
+    level: i32,
+    jobs: Receiver<SealJob>,
+    blobs: Sender<Vec<SealedBlob>>,
+) {
     for job in jobs {
         if blobs
-            .send(seal(key, BlobType::Data, job.id, &job.data, level))
+            .send(vec![seal(key, BlobType::Data, job.id, &job.data, level)])
             .is_err()
         {
             return;

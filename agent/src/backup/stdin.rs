@@ -81,7 +81,7 @@ pub fn run(
             let id = key.blob_id(&bytes);
             if dedup.claim(BlobType::Tree, &id) {
                 progress.tree_blobs.fetch_add(1, Ordering::Relaxed);
-                tx.send(seal(key, BlobType::Tree, id, &bytes, level))
+                tx.send(vec![seal(key, BlobType::Tree, id, &bytes, level)])
                     .map_err(|_| std::io::Error::other("pipeline stopped"))?;
             }
             Ok((id, c.size))

@@ -53,7 +53,7 @@ pub fn run(
     dirs: Receiver<FinishedDir>,
     key: &MasterKey,
     dedup: &Dedup<'_>,
-    blobs: Sender<SealedBlob>,
+    blobs: Sender<Vec<SealedBlob>>,
     level: i32,
     progress: &Progress,
 ) -> Result<(), Stopped> {
@@ -87,7 +87,7 @@ pub fn run(
                 .data_added
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             blobs
-                .send(seal(key, BlobType::Tree, id, &bytes, level))
+                .send(vec![seal(key, BlobType::Tree, id, &bytes, level)])
                 .map_err(|_| Stopped)?;
         }
         // The archiver may have stopped waiting (an error elsewhere); nothing to do then.
