@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod azurite;
 pub mod faultproxy;
 pub mod moto;
+pub mod service;
 
 /// The password every test repository is created with.
 pub const PASSWORD: &str = "e2e correct horse battery staple";

@@ -1,69 +1,51 @@
 //! A private moto server (an S3-compatible store from PyPI, installed by
-//! `scripts/test-services.sh` into `.test-services/python`) for a test process: started on a
-//! free loopback port, ready when it says it is running, killed on drop. moto honours
+//! `scripts/test-services.sh` into `.test-services/python`) for a test process, on a free
+//! loopback port (see [`crate::service`]). moto honours
 //! `If-None-Match: *`, so create-only puts are tested for real.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 
 use cairn_repo_format::ObjectStoreBackend;
 use cairn_repo_format::backend::Multipart;
 use object_store::aws::AmazonS3Builder;
 
+use crate::service::{ReadyOn, Service, workspace_root};
+
 /// A running moto server.
 pub struct Moto {
-    child: Child,
+    service: Service,
     /// Its port on 127.0.0.1.
     pub port: u16,
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
-        .to_path_buf()
 }
 
 impl Moto {
     /// Starts moto. Panics with what to do if it is not installed.
     pub fn start() -> Moto {
         let bin = workspace_root().join(".test-services/python/bin/moto_server");
-        assert!(
-            bin.exists(),
-            "{} is missing: run scripts/test-services.sh at the workspace root first",
-            bin.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         // Werkzeug announces "Running on http://127.0.0.1:PORT" on stderr once it listens.
-        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains("Running on"));
-        assert!(
-            ready,
-            "moto_server exited before listening on port {port}: {:?}",
-            child.try_wait()
+        let service = Service::start(
+            &bin,
+            |port| {
+                vec![
+                    "-H".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.to_string(),
+                ]
+            },
+            ReadyOn::Stderr,
+            "Running on",
         );
-        std::thread::spawn(move || lines.for_each(drop));
-        Moto { child, port }
+        Moto {
+            port: service.port,
+            service,
+        }
     }
 
     /// The endpoint, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.service.url()
     }
 
     /// Creates `bucket` (moto takes unsigned requests), as an operator would before `init`.
@@ -109,12 +91,5 @@ impl Moto {
         cairn_repo_format::backend::cloud::s3_with(builder, bucket, prefix)
             .expect("s3 backend")
             .with_multipart(multipart)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
