@@ -204,6 +204,16 @@ impl Location {
         }
     }
 
+    /// Pack uploads in flight during a backup when none is configured: one for a local
+    /// directory (storing a pack takes milliseconds there, and each upload in flight holds a
+    /// pack in memory), 8 for object stores.
+    pub fn default_upload_connections(&self) -> usize {
+        match self {
+            Location::Local(_) => 1,
+            _ => 8,
+        }
+    }
+
     /// Opens an existing location with no rate limits.
     pub fn open(&self) -> Result<Arc<dyn Backend>, LocationError> {
         self.open_with(&Transfer::default())

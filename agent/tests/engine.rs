@@ -189,7 +189,11 @@ fn failed_upload_stops_the_backup_without_a_snapshot() {
         .unwrap()
         .load_index()
         .unwrap();
-    let err = match backup::run(&repo, &opts(src.path()), &Progress::default(), &no_warnings) {
+    // One connection: the pack thread stores packs itself (the parallel uploaders are
+    // covered by the test below).
+    let mut o = opts(src.path());
+    o.connections = 1;
+    let err = match backup::run(&repo, &o, &Progress::default(), &no_warnings) {
         Err(e) => e,
         Ok(_) => panic!("backup must fail"),
     };

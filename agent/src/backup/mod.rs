@@ -91,7 +91,8 @@ pub struct BackupOptions {
     pub time: Option<DateTime<Utc>>,
     /// File workers (0: one per CPU).
     pub workers: usize,
-    /// Packs uploaded at once (0: 2). Each holds one pack (`pack_size`) in memory.
+    /// Packs uploaded at once (0: 2; 1: the pack thread stores each pack itself). Each
+    /// upload in flight holds one pack (`pack_size`) in memory.
     pub connections: usize,
     /// Count files and bytes first, for an ETA.
     pub scan: bool,
@@ -356,7 +357,7 @@ pub fn run(
     let (job_tx, job_rx) = bounded::<Vec<FileJob>>(workers);
     let (dir_tx, dir_rx) = bounded(256);
     let (seal_tx, seal_rx) = bounded::<SealJob>(workers * 2);
-    let (blob_tx, blob_rx) = bounded(workers * 4);
+    let (blob_tx, blob_rx) = bounded(workers * 2);
     let stop_scan = AtomicBool::new(false);
 
     let (root, root_node, pack_result) = std::thread::scope(|s| {

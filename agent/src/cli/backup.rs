@@ -70,7 +70,7 @@ fn options(
         },
         time,
         workers: a.workers,
-        connections: ctx.connections()?,
+        connections: ctx.upload_connections()?,
         scan: false,
     })
 }

@@ -139,6 +139,14 @@ impl Ctx {
         }
     }
 
+    /// Pack uploads in flight during a backup: `--connections`, or the location's default.
+    fn upload_connections(&self) -> Result<usize> {
+        match self.connections {
+            Some(_) => self.connections(),
+            None => Ok(self.location()?.default_upload_connections()),
+        }
+    }
+
     /// The rate limits, refusing a zero (which would stop all transfers).
     fn transfer(&self) -> Result<Transfer> {
         for (flag, v) in [
