@@ -238,8 +238,7 @@ fn read_file(
     warn: &Warn<'_>,
 ) -> io::Result<()> {
     let key = repo.key();
-    let file = read::open_for_read(&job.path)?;
-    let before = file.metadata()?;
+    let (file, before) = read::open_for_read(&job.path)?;
     let to = if before.len() >= seal::POOL_FROM {
         SealTo::Pool(&out.seal_jobs)
     } else {

@@ -40,8 +40,9 @@ pub fn unchanged_content<'a>(
 
 /// Opens a regular file for reading: never through a symlink swapped in since the walk, and
 /// with `O_NOATIME` when the kernel allows it (owner or CAP_FOWNER), so backups do not bump
-/// access times.
-pub fn open_for_read(path: &Path) -> io::Result<File> {
+/// access times. Returns the file and its metadata (`fstat` at open: the "before" of
+/// [`changed_while_reading`]).
+pub fn open_for_read(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     let open = |flags| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -52,13 +53,14 @@ pub fn open_for_read(path: &Path) -> io::Result<File> {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(libc::O_NOFOLLOW)?,
         r => r?,
     };
-    if !f.metadata()?.is_file() {
+    let meta = f.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "no longer a regular file",
         ));
     }
-    Ok(f)
+    Ok((f, meta))
 }
 
 /// Whether a file changed while it was read, judged from `fstat` before and after.
