@@ -878,3 +878,21 @@ pub fn read_tree_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         })
         .collect()
 }
+
+/// Runs `cairn -r REPO restore latest --target TARGET EXTRA…` through `run` (which adds the
+/// environment of a storage service) and asserts that it succeeded and that TARGET holds
+/// exactly the files of `src`, byte for byte.
+pub fn assert_restores_latest(
+    run: impl Fn(&[&str]) -> Output,
+    repo: &str,
+    target: &Path,
+    extra: &[&str],
+    src: &Path,
+) {
+    let target_s = target.to_str().expect("UTF-8 test path");
+    let mut args = vec!["-r", repo, "restore", "latest", "--target", target_s];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(read_tree_files(target), read_tree_files(src));
+}

@@ -79,20 +79,7 @@ fn cairn_round_trip_on_azure_creates_the_container_and_restores_byte_identical()
     );
 
     let target = base.path().join("restored");
-    let restore = cairn(
-        &az,
-        &[
-            "-r",
-            repo,
-            "restore",
-            "latest",
-            "--target",
-            target.to_str().unwrap(),
-            "--verify",
-        ],
-    );
-    assert_eq!(restore.code, 0, "{}", restore.stderr);
-    assert_eq!(read_tree_files(&target), read_tree_files(&src));
+    assert_restores_latest(|a| cairn(&az, a), repo, &target, &["--verify"], &src);
 
     let wrong = run_cairn_with_env(
         &["-r", repo, "snapshots"],
@@ -405,19 +392,7 @@ fn large_packs_go_up_in_blocks_on_parallel_connections_and_restore_byte_identica
         "{sizes:?}"
     );
     let target = base.path().join("restored");
-    let restore = cairn(
-        &az,
-        &[
-            "-r",
-            repo,
-            "restore",
-            "latest",
-            "--target",
-            target.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(restore.code, 0, "{}", restore.stderr);
-    assert_eq!(read_tree_files(&target), read_tree_files(&src));
+    assert_restores_latest(|a| cairn(&az, a), repo, &target, &[], &src);
     let check = cairn(&az, &["-r", repo, "check", "--read-data"]);
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
 }

@@ -63,20 +63,7 @@ fn cairn_round_trip_on_s3_restores_byte_identical_and_names_a_missing_bucket() {
         assert_eq!(b.code, 0, "{}", b.stderr);
     }
     let target = base.path().join("restored");
-    let restore = cairn(
-        &moto,
-        &[
-            "-r",
-            repo,
-            "restore",
-            "latest",
-            "--target",
-            target.to_str().unwrap(),
-            "--verify",
-        ],
-    );
-    assert_eq!(restore.code, 0, "{}", restore.stderr);
-    assert_eq!(read_tree_files(&target), read_tree_files(&src));
+    assert_restores_latest(|a| cairn(&moto, a), repo, &target, &["--verify"], &src);
     let check = cairn(&moto, &["-r", repo, "check", "--read-data"]);
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
     let snaps = cairn(&moto, &["-r", repo, "--json", "snapshots"]);
