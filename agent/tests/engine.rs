@@ -1,6 +1,9 @@
 //! The engine as a library: backup and restore called in-process (as the agent, the init
 //! container and the server will call them) against memory and failing backends.
 
+mod common;
+use common::random_bytes;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -208,24 +211,15 @@ fn failed_upload_stops_the_backup_without_a_snapshot() {
     );
 }
 
-/// Random bytes from a seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_reused() {
     let src = tempfile::tempdir().unwrap();
     for i in 0..6 {
-        std::fs::write(src.path().join(format!("f{i}")), noise(i + 1, 700_000)).unwrap();
+        std::fs::write(
+            src.path().join(format!("f{i}")),
+            random_bytes(i + 1, 700_000),
+        )
+        .unwrap();
     }
     let store = Arc::new(ObjectStoreBackend::memory());
     let failing: Arc<dyn Backend> = Arc::new(FailingPuts {
@@ -310,7 +304,7 @@ fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_re
         let name = format!("f{i}");
         assert_eq!(
             std::fs::read(out.path().join(&name)).unwrap(),
-            noise(i + 1, 700_000),
+            random_bytes(i + 1, 700_000),
             "{name}"
         );
     }

@@ -2,6 +2,9 @@
 //! with metadata across many batches, one ranged GET per pack per batch (what makes restores
 //! over a network fast), and a lost pack failing exactly the files that need it.
 
+mod common;
+use common::random_bytes;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -70,19 +73,6 @@ impl Backend for CountingGets {
     fn delete(&self, path: &str) -> Result<(), BackendError> {
         self.inner.delete(path)
     }
-}
-
-/// Deterministic incompressible bytes.
-fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn write(path: &Path, data: &[u8]) {
