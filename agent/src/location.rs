@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use cairn_repo_format::backend::{
-    Limited, LocalBackend, ObjectInfo, RateLimit, Retry, RetryPolicy, cloud,
+    Limited, LocalBackend, ObjectInfo, RateLimit, Retry, RetryPolicy, Spool, Spooled, cloud,
 };
 use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend};
 
@@ -152,6 +152,12 @@ impl Backend for Raw {
     }
     fn delete(&self, path: &str) -> Result<(), BackendError> {
         self.get().delete(path)
+    }
+    fn spool(&self, capacity: usize) -> Result<Spool, BackendError> {
+        self.get().spool(capacity)
+    }
+    fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
+        self.get().put_spooled(path, body)
     }
 }
 

@@ -22,11 +22,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use cairn_repo_format::backend::Spool;
 use cairn_repo_format::blob::open_blob;
 use cairn_repo_format::condemned::Stamp;
 use cairn_repo_format::index::Index;
 use cairn_repo_format::lock::LockKind;
-use cairn_repo_format::pack::{PackBuilder, PackEntry};
+use cairn_repo_format::pack::{PackEntry, PackWriter};
+
+use crate::backup::pack;
 use cairn_repo_format::{
     BackendError, BlobType, FileKind, Id, Indexed, Opened, RepoError, Repository,
 };
@@ -406,10 +409,10 @@ fn repack_packs(
     used: &crate::reach::BitSet,
     stats: &mut PruneStats,
 ) -> Result<(), PruneError> {
-    let target = repo.config().pack_size as usize;
+    let target = repo.config().pack_size as u64;
     let progress = crate::backup::Progress::default();
     let uploader = crate::backup::upload::Uploader::new(repo, &progress);
-    let mut builders = [PackBuilder::default(), PackBuilder::default()];
+    let mut builders: [Option<PackWriter<Spool>>; 2] = [None, None];
     let index = repo.index();
     let repack: HashSet<u32> = repack.iter().copied().collect();
     for run in leaving_positions
@@ -437,11 +440,18 @@ fn repack_packs(
                 ));
                 continue;
             }
-            let b = &mut builders[(e.ty == BlobType::Tree) as usize];
-            b.add_stored(e.ty, e.id, e.compression, e.raw_length, &bytes[range]);
+            let slot = &mut builders[(e.ty == BlobType::Tree) as usize];
+            let b = match slot {
+                Some(b) => b,
+                None => slot.insert(pack::start(repo, e.ty)?),
+            };
+            b.add_stored(e.ty, e.id, e.compression, e.raw_length, &bytes[range])
+                .map_err(pack::spool_error)?;
             stats.bytes_repacked += e.length as u64;
-            if b.len() >= target {
-                uploader.upload(std::mem::take(b).finish(repo.key()))?;
+            if b.len() >= target
+                && let Some(full) = slot.take()
+            {
+                uploader.upload(pack::finish(repo, full)?)?;
                 stats.packs_written += 1;
             }
         }
@@ -450,11 +460,9 @@ fn repack_packs(
         }
         stats.packs_repacked += 1;
     }
-    for b in builders {
-        if !b.is_empty() {
-            uploader.upload(b.finish(repo.key()))?;
-            stats.packs_written += 1;
-        }
+    for b in builders.into_iter().flatten() {
+        uploader.upload(pack::finish(repo, b)?)?;
+        stats.packs_written += 1;
     }
     uploader.flush()?;
     Ok(())

@@ -3,7 +3,7 @@
 //! content for someone without the key.
 //!
 //! [`ChunkReader`] reads a stream in large buffers into one reusable window and hands out
-//! chunks as slices of it; it never holds more than `2 × max + read size` bytes of a file.
+//! chunks as slices of it; it never holds more than `max + read size` bytes of a file.
 
 use std::borrow::Cow;
 use std::io::{self, Read};
@@ -157,9 +157,11 @@ impl ChunkReader {
 
     /// Starts chunking `source`.
     pub fn chunks<R: Read>(&mut self, source: R) -> Chunks<'_, R> {
-        let cap = self.chunker.max * 2 + self.read_size;
+        let cap = self.chunker.max + self.read_size;
         if self.window.len() < cap {
-            self.window.resize(cap, 0);
+            // Zeroed by the allocator: pages are touched only when data is read into them, so
+            // a thread that only ever reads small files keeps a small window.
+            self.window = vec![0; cap];
         }
         Chunks {
             window: &mut self.window,
@@ -175,18 +177,20 @@ impl ChunkReader {
 }
 
 impl<R: Read> Chunks<'_, R> {
-    fn fill(&mut self) -> io::Result<()> {
-        while !self.eof && self.end - self.start < self.chunker.max {
-            if self.window.len() - self.end < self.read_size {
-                self.window.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let n = loop {
-                match self.source.read(&mut self.window[self.end..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r?,
-                }
+    /// Fills the window after the bytes not yet chunked (until it is full or the stream
+    /// ends), moving those to the window's front first when less than a read's worth of room
+    /// is left behind them. Filling it whole, however short the source's reads (a pipe gives
+    /// 64 KiB at a time), keeps the cut search from starting over for every small read.
+    fn read_more(&mut self) -> io::Result<()> {
+        if self.window.len() - self.end < self.read_size {
+            self.window.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while !self.eof && self.end < self.window.len() {
+            let n = match self.source.read(&mut self.window[self.end..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r?,
             };
             if n == 0 {
                 self.eof = true;
@@ -198,17 +202,26 @@ impl<R: Read> Chunks<'_, R> {
     }
 
     /// The next chunk, borrowed from the window, or `None` at the end of the stream.
+    ///
+    /// A cut found before the end of the bytes at hand is final (FastCDC decides a boundary
+    /// from the bytes before it), so more is read only when none is found there. The window
+    /// therefore needs room for one largest chunk and one read, and what is moved to its
+    /// front is only the start of one chunk.
     pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
-        self.fill()?;
-        if self.start == self.end {
-            return Ok(None);
+        loop {
+            let avail = &self.window[self.start..self.end];
+            let max = self.chunker.max;
+            if !avail.is_empty() {
+                let n = self.chunker.cut(&avail[..avail.len().min(max)]);
+                if n < avail.len() || avail.len() >= max || self.eof {
+                    self.start += n;
+                    return Ok(Some(&self.window[self.start - n..self.start]));
+                }
+            } else if self.eof {
+                return Ok(None);
+            }
+            self.read_more()?;
         }
-        let avail = &self.window[self.start..self.end];
-        let n = self
-            .chunker
-            .cut(&avail[..avail.len().min(self.chunker.max)]);
-        self.start += n;
-        Ok(Some(&self.window[self.start - n..self.start]))
     }
 
     /// Bytes read from the source so far.
@@ -264,6 +277,47 @@ mod tests {
         assert_eq!(r2.next_chunk().unwrap(), Some(&b"tiny"[..]));
         assert_eq!(r2.next_chunk().unwrap(), None);
         assert!(lens.len() > 20);
+    }
+
+    /// A source that returns at most `step` bytes per read, as pipes and sockets do.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn short_reads_and_long_runs_cut_where_the_whole_buffer_does() {
+        // Random stretches (cuts near the average) between zero runs (no cut: max-size chunks).
+        let mut data = Vec::new();
+        for i in 0..6 {
+            data.extend(pseudo_random(60_000 + i * 7_001, i as u64 + 3));
+            data.extend(std::iter::repeat_n(0u8, 40_000 + i * 9_999));
+        }
+        let c = Chunker::new(&params(5)).unwrap();
+        let lens = c.chunk_lengths(&data);
+        assert!(
+            lens.iter().filter(|&&l| l == 32768).count() >= 4,
+            "some chunks hit max"
+        );
+        for step in [1, 777, 4096, 100_000] {
+            let mut reader = ChunkReader::new(c.clone(), 4096);
+            let mut r = reader.chunks(Trickle { data: &data, step });
+            let mut got = Vec::new();
+            while let Some(ch) = r.next_chunk().unwrap() {
+                got.push(ch.len());
+            }
+            assert_eq!(got, lens, "reads of {step} bytes");
+            assert_eq!(r.bytes_read(), data.len() as u64);
+        }
     }
 
     #[test]

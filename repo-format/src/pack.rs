@@ -1,6 +1,7 @@
-//! Packs: the files that hold blobs. This module is I/O-free: [`PackBuilder`] assembles the
-//! bytes of a pack in memory and [`PackHeader`] parses a pack's header from its tail; the
-//! caller does the storage calls.
+//! Packs: the files that hold blobs. This module does no storage calls: [`PackWriter`] writes a
+//! pack front to back into a sink the caller gives it (a backend's [`Spool`], or memory for
+//! [`PackBuilder`]) and names it on the way; [`PackHeader`] parses a pack's header from its
+//! tail.
 //!
 //! ```text
 //! pack = blob_1 || … || blob_n || sealed_header || header_len (u32 LE)
@@ -11,6 +12,10 @@
 //!                 || length (u32 LE) || raw_length (u32 LE)                      = 46 bytes
 //! ```
 
+use std::convert::Infallible;
+use std::io::{self, Write};
+
+use crate::backend::Spool;
 use crate::blob::{BlobType, SealedBlob};
 use crate::compress::Compression;
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
@@ -63,12 +68,149 @@ impl PackEntry {
     }
 }
 
-/// Accumulates sealed blobs into one pack.
+/// Where a pack's bytes go as it is written: memory (a `Vec`, which cannot fail) or a
+/// backend's [`Spool`] (a temporary file, which can).
+pub trait PackSink {
+    /// What a failed append reports.
+    type Error;
+    /// Appends bytes.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
+}
+
+impl PackSink for Vec<u8> {
+    type Error = Infallible;
+    fn append(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+impl PackSink for Spool {
+    type Error = io::Error;
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+}
+
+/// Writes one pack front to back into a sink, naming it (BLAKE3 of its bytes) on the way, so
+/// the pack need not be held anywhere to be named.
 #[derive(Default)]
-pub struct PackBuilder {
-    bytes: Vec<u8>,
+pub struct PackWriter<S> {
+    sink: S,
+    hasher: blake3::Hasher,
+    len: u64,
     entries: Vec<PackEntry>,
 }
+
+/// A written pack's name, length and blobs.
+#[derive(Clone, Debug)]
+pub struct PackInfo {
+    /// Storage name: BLAKE3 of the pack's bytes.
+    pub id: Id,
+    /// Length in bytes.
+    pub len: u64,
+    /// Its blobs, in order.
+    pub entries: Vec<PackEntry>,
+}
+
+impl<S: PackSink> PackWriter<S> {
+    /// A pack written into `sink` (which should be empty).
+    pub fn new(sink: S) -> Self {
+        PackWriter {
+            sink,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Bytes of blobs so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of blobs so far.
+    pub fn blob_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), S::Error> {
+        self.sink.append(bytes)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, blob: &SealedBlob) -> Result<(), S::Error> {
+        self.add_stored(
+            blob.ty,
+            blob.id,
+            blob.compression,
+            blob.raw_len,
+            &blob.bytes,
+        )
+    }
+
+    /// Appends a blob's sealed bytes as stored in another pack (repacking copies blobs without
+    /// decrypting them again: the seal binds type and id, not the position).
+    pub fn add_stored(
+        &mut self,
+        ty: BlobType,
+        id: Id,
+        compression: Compression,
+        raw_length: u32,
+        sealed: &[u8],
+    ) -> Result<(), S::Error> {
+        let offset = self.len as u32;
+        self.append(sealed)?;
+        self.entries.push(PackEntry {
+            ty,
+            compression,
+            id,
+            offset,
+            length: sealed.len() as u32,
+            raw_length,
+        });
+        Ok(())
+    }
+
+    /// Seals the header, appends it and its length, and names the pack. Returns the sink.
+    pub fn finish(mut self, key: &MasterKey) -> Result<(PackInfo, S), S::Error> {
+        let mut header = Vec::with_capacity(1 + self.entries.len() * ENTRY_LEN);
+        header.push(HEADER_VERSION);
+        for e in &self.entries {
+            e.encode(&mut header);
+        }
+        let mut tail = Vec::with_capacity(header.len() + SEAL_OVERHEAD + 4);
+        key.seal_into(HEADER_AAD, &header, &mut tail);
+        let sealed_len = tail.len() as u32;
+        tail.extend_from_slice(&sealed_len.to_le_bytes());
+        self.append(&tail)?;
+        let info = PackInfo {
+            id: Id(*self.hasher.finalize().as_bytes()),
+            len: self.len,
+            entries: self.entries,
+        };
+        Ok((info, self.sink))
+    }
+}
+
+fn infallible<T>(r: Result<T, Infallible>) -> T {
+    match r {
+        Ok(t) => t,
+        Err(never) => match never {},
+    }
+}
+
+/// Assembles one pack in memory (a [`PackWriter`] into a `Vec`).
+#[derive(Default)]
+pub struct PackBuilder(PackWriter<Vec<u8>>);
 
 /// A finished pack, ready for upload.
 pub struct FinishedPack {
@@ -83,40 +225,31 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// An empty pack with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> PackBuilder {
-        PackBuilder {
-            bytes: Vec::with_capacity(capacity),
-            entries: Vec::new(),
-        }
+        PackBuilder(PackWriter::new(Vec::with_capacity(capacity)))
     }
 
     /// Bytes of blobs so far.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.0.len() as usize
     }
 
     /// True when no blob was added.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.0.is_empty()
     }
 
     /// Number of blobs so far.
     pub fn blob_count(&self) -> usize {
-        self.entries.len()
+        self.0.blob_count()
     }
 
     /// Appends a sealed blob.
     pub fn add(&mut self, blob: &SealedBlob) {
-        self.add_stored(
-            blob.ty,
-            blob.id,
-            blob.compression,
-            blob.raw_len,
-            &blob.bytes,
-        );
+        infallible(self.0.add(blob))
     }
 
-    /// Appends a blob's sealed bytes as stored in another pack (repacking copies blobs without
-    /// decrypting them again: the seal binds type and id, not the position).
+    /// Appends a blob's sealed bytes as stored in another pack; see
+    /// [`PackWriter::add_stored`].
     pub fn add_stored(
         &mut self,
         ty: BlobType,
@@ -125,33 +258,16 @@ impl PackBuilder {
         raw_length: u32,
         sealed: &[u8],
     ) {
-        let offset = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(sealed);
-        self.entries.push(PackEntry {
-            ty,
-            compression,
-            id,
-            offset,
-            length: sealed.len() as u32,
-            raw_length,
-        });
+        infallible(self.0.add_stored(ty, id, compression, raw_length, sealed))
     }
 
     /// Seals the header, appends it and its length, and names the pack.
-    pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
-        let mut header = Vec::with_capacity(1 + self.entries.len() * ENTRY_LEN);
-        header.push(HEADER_VERSION);
-        for e in &self.entries {
-            e.encode(&mut header);
-        }
-        let before = self.bytes.len();
-        key.seal_into(HEADER_AAD, &header, &mut self.bytes);
-        let sealed_len = (self.bytes.len() - before) as u32;
-        self.bytes.extend_from_slice(&sealed_len.to_le_bytes());
+    pub fn finish(self, key: &MasterKey) -> FinishedPack {
+        let (info, bytes) = infallible(self.0.finish(key));
         FinishedPack {
-            id: Id::of_stored(&self.bytes),
-            bytes: self.bytes,
-            entries: self.entries,
+            id: info.id,
+            bytes,
+            entries: info.entries,
         }
     }
 }

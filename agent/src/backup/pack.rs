@@ -1,18 +1,22 @@
 //! Pack stage: one thread collects sealed blobs into packs (data and tree blobs in separate
-//! packs) and hands each pack to the upload stage once it reaches the target size. Packing
-//! itself is I/O-free ([`cairn_repo_format::pack::PackBuilder`]).
+//! packs) and hands each pack to the upload stage once it reaches the target size. Each pack
+//! is written as it fills into a spool the backend provides (a temporary file beside a local
+//! repository's objects, memory for an object store), named on the way
+//! ([`cairn_repo_format::pack::PackWriter`]).
 
+use cairn_repo_format::backend::Spool;
 use cairn_repo_format::blob::SealedBlob;
-use cairn_repo_format::pack::{FinishedPack, PackBuilder};
-use cairn_repo_format::{BlobType, Indexed, RepoError, Repository};
+use cairn_repo_format::pack::PackWriter;
+use cairn_repo_format::{BackendError, BlobType, Indexed, RepoError, Repository};
 use crossbeam_channel::{Receiver, bounded};
 
-use super::{Progress, upload};
+use super::Progress;
+use super::upload::{self, SpooledPack};
 
 /// Packs everything received until every sender is gone and hands each full pack to the
 /// upload stage's `connections` threads (or, with one connection, stores it itself), then
-/// writes the last index file. On an upload
-/// error it returns at once, which closes the channel and stops the producers.
+/// writes the last index file. On an error it returns at once, which closes the channel and
+/// stops the producers.
 pub fn run(
     repo: &Repository<Indexed>,
     blobs: Receiver<Vec<SealedBlob>>,
@@ -21,69 +25,100 @@ pub fn run(
 ) -> Result<(), RepoError> {
     if connections <= 1 {
         // One connection: store each pack from this thread before filling the next, so only
-        // one pack is ever in memory. (A local directory stores a pack in milliseconds.)
+        // one pack is ever being built or stored.
         let uploader = upload::Uploader::new(repo, progress);
-        let mut failed = None;
-        fill(repo, blobs, |pack| match uploader.upload(pack) {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        });
+        let filled = fill(repo, blobs, |pack| uploader.upload(pack));
         // Index what was stored, even after a failure, so the next backup reuses it.
         let flushed = uploader.flush();
-        return match failed {
-            Some(e) => Err(e),
-            None => flushed,
-        };
+        return filled.and(flushed);
     }
-    let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
+    let (pack_tx, pack_rx) = bounded::<SpooledPack>(0);
     std::thread::scope(|s| {
         let uploads = s.spawn(move || upload::run(repo, pack_rx, connections, progress));
-        fill(repo, blobs, |pack| pack_tx.send(pack).is_ok());
+        let filled = fill(repo, blobs, |pack| {
+            // Refused only when every upload thread has stopped on an error, which `run`
+            // returns.
+            pack_tx.send(pack).map_err(|_| stopped())
+        });
         drop(pack_tx);
-        uploads.join().unwrap_or_else(|_| {
+        let uploaded = uploads.join().unwrap_or_else(|_| {
             Err(RepoError::Corrupt {
                 object: "upload stage".into(),
                 reason: "panicked".into(),
             })
-        })
+        });
+        // The upload's own failure explains a refused hand-off; otherwise the packer's.
+        uploaded.and(filled)
     })
 }
 
-/// Fills packs from `blobs` and hands each full one to `store`; stops early when `store`
-/// says the upload stage has gone (after an error).
+fn stopped() -> RepoError {
+    RepoError::Corrupt {
+        object: "upload stage".into(),
+        reason: "stopped".into(),
+    }
+}
+
+/// Fills packs from `blobs` and hands each full one to `store`; stops at the first error of
+/// its own (a spool that cannot be written) or of `store`.
 fn fill(
     repo: &Repository<Indexed>,
     blobs: Receiver<Vec<SealedBlob>>,
-    mut store: impl FnMut(FinishedPack) -> bool,
-) {
-    let target = repo.config().pack_size as usize;
-    let capacity = target + repo.config().chunker.max as usize;
-    let mut data = PackBuilder::with_capacity(capacity);
-    let mut tree = PackBuilder::default();
+    mut store: impl FnMut(SpooledPack) -> Result<(), RepoError>,
+) -> Result<(), RepoError> {
+    let target = repo.config().pack_size as u64;
+    // Created when their first blob comes, so a backup that stores nothing spools nothing.
+    let mut data: Option<PackWriter<Spool>> = None;
+    let mut tree: Option<PackWriter<Spool>> = None;
     for blob in blobs.into_iter().flatten() {
-        let pack = match blob.ty {
+        let slot = match blob.ty {
             BlobType::Data => &mut data,
             BlobType::Tree => &mut tree,
         };
-        pack.add(&blob);
-        if pack.len() >= target {
-            let next = PackBuilder::with_capacity(if blob.ty == BlobType::Data {
-                capacity
-            } else {
-                0
-            });
-            let full = std::mem::replace(pack, next);
-            if !store(full.finish(repo.key())) {
-                return;
-            }
+        let pack = match slot {
+            Some(p) => p,
+            None => slot.insert(start(repo, blob.ty)?),
+        };
+        pack.add(&blob).map_err(spool_error)?;
+        if pack.len() >= target
+            && let Some(full) = slot.take()
+        {
+            store(finish(repo, full)?)?;
         }
     }
-    for pack in [data, tree] {
-        if !pack.is_empty() && !store(pack.finish(repo.key())) {
-            return;
-        }
+    for pack in [data, tree].into_iter().flatten() {
+        store(finish(repo, pack)?)?;
     }
+    Ok(())
+}
+
+/// A new pack for blobs of type `ty`, in a spool from the repository's backend.
+pub(crate) fn start(
+    repo: &Repository<Indexed>,
+    ty: BlobType,
+) -> Result<PackWriter<Spool>, RepoError> {
+    // Room for a full pack and one more largest blob, for a backend that spools in memory.
+    let capacity = match ty {
+        BlobType::Data => repo.config().pack_size as usize + repo.config().chunker.max as usize,
+        BlobType::Tree => 0,
+    };
+    Ok(PackWriter::new(repo.backend().spool(capacity)?))
+}
+
+/// Ends a pack: header, name, body ready to store.
+pub(crate) fn finish(
+    repo: &Repository<Indexed>,
+    pack: PackWriter<Spool>,
+) -> Result<SpooledPack, RepoError> {
+    let (info, spool) = pack.finish(repo.key()).map_err(spool_error)?;
+    let body = spool.finish().map_err(spool_error)?;
+    Ok(SpooledPack { info, body })
+}
+
+/// A spool's write failure (it names its file).
+pub(crate) fn spool_error(e: std::io::Error) -> RepoError {
+    RepoError::Backend(BackendError::Other {
+        path: "temporary pack file".into(),
+        message: e.to_string(),
+    })
 }

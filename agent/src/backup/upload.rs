@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use cairn_repo_format::pack::{FinishedPack, PackEntry};
+use cairn_repo_format::backend::Spooled;
+use cairn_repo_format::pack::{PackEntry, PackInfo};
 use cairn_repo_format::{BackendError, FileKind, Id, Indexed, RepoError, Repository};
 use crossbeam_channel::Receiver;
 
@@ -21,6 +21,15 @@ const FLUSH_PACKS: usize = 8;
 const FLUSH_BLOBS: usize = 50_000;
 /// …or when this long has passed since the last one.
 const FLUSH_AFTER: Duration = Duration::from_secs(60);
+
+/// A finished pack waiting to be stored: its name and blobs, and its bytes in the backend's
+/// spool.
+pub struct SpooledPack {
+    /// Name, length, blobs.
+    pub info: PackInfo,
+    /// The bytes.
+    pub body: Spooled,
+}
 
 /// Index entries of stored packs, waiting for the next index file.
 #[derive(Default)]
@@ -51,25 +60,28 @@ impl<'a> Uploader<'a> {
     }
 
     /// Stores one pack and queues its index entries.
-    pub fn upload(&self, pack: FinishedPack) -> Result<(), RepoError> {
-        let len = pack.bytes.len() as u64;
+    pub fn upload(&self, pack: SpooledPack) -> Result<(), RepoError> {
+        let SpooledPack { info, body } = pack;
         match self
             .repo
             .backend()
-            .put(&FileKind::Pack.path(&pack.id), Bytes::from(pack.bytes))
+            .put_spooled(&FileKind::Pack.path(&info.id), &body)
         {
             // Same name, same bytes: a pack identical to one already stored.
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        // A spooled pack's temporary file goes now, before the index batch is handled.
+        drop(body);
+        let len = info.len;
         self.progress
             .data_added_packed
             .fetch_add(len, Ordering::Relaxed);
         self.progress.packs_done.fetch_add(1, Ordering::Relaxed);
         let full = {
             let mut b = lock(&self.batch);
-            b.blobs += pack.entries.len();
-            b.packs.push((pack.id, pack.entries));
+            b.blobs += info.entries.len();
+            b.packs.push((info.id, info.entries));
             let due = b.packs.len() >= FLUSH_PACKS
                 || b.blobs >= FLUSH_BLOBS
                 || lock(&self.last_flush).elapsed() >= FLUSH_AFTER;
@@ -110,7 +122,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// that failure is returned.
 pub fn run(
     repo: &Repository<Indexed>,
-    packs: Receiver<FinishedPack>,
+    packs: Receiver<SpooledPack>,
     connections: usize,
     progress: &Progress,
 ) -> Result<(), RepoError> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Backend, BackendError, ObjectInfo};
+use super::{Backend, BackendError, ObjectInfo, Spool, Spooled};
 
 /// One direction's limit: a timeline of booked transfer slots.
 #[derive(Debug)]
@@ -114,6 +114,21 @@ impl<B: Backend> Backend for Limited<B> {
 
     fn delete(&self, path: &str) -> Result<(), BackendError> {
         self.inner.delete(path)
+    }
+
+    fn spool(&self, capacity: usize) -> Result<Spool, BackendError> {
+        self.inner.spool(capacity)
+    }
+
+    fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
+        let Some(l) = &self.upload else {
+            return self.inner.put_spooled(path, body);
+        };
+        let slot = l.book(Instant::now(), body.len());
+        sleep_until(slot.start);
+        let result = self.inner.put_spooled(path, body);
+        sleep_until(slot.end);
+        result
     }
 }
 

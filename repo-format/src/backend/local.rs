@@ -5,6 +5,9 @@
 //! work through a tokio blocking pool, a thread hand-off per request; restore and check make a
 //! request per pack range and per tree, so the hand-offs showed in their profiles (measured
 //! in docs/benchmarks.md, "Local directories without object_store").
+//!
+//! Packs are built in a temporary file in the repository's directory ([`Backend::spool`]),
+//! so that storing one is an `fsync` and a `link` and no pack is held in memory.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -14,7 +17,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{Backend, BackendError, ObjectInfo};
+use super::{Backend, BackendError, ObjectInfo, Spool, Spooled};
+
+/// A new temporary name in `dir` for `name`.
+fn temp_name(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(
+        "{TEMP_PREFIX}{name}-{:016x}",
+        crate::crypto::random_u64()
+    ))
+}
 
 /// Temporary files start with this; listings skip them.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -131,10 +142,7 @@ impl Backend for LocalBackend {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = dir.join(format!(
-            "{TEMP_PREFIX}{name}-{:016x}",
-            crate::crypto::random_u64()
-        ));
+        let temp = temp_name(dir, &name);
         let written = (|| {
             let mut f = File::options().write(true).create_new(true).open(&temp)?;
             f.write_all(&data)?;
@@ -144,6 +152,33 @@ impl Backend for LocalBackend {
         let published = written.and_then(|()| fs::hard_link(&temp, &target));
         let _ = fs::remove_file(&temp);
         published.map_err(|e| io_error(path, e))
+    }
+
+    /// A temporary file in the repository's directory: on the same file system as every
+    /// object, so that storing it is a `link`.
+    fn spool(&self, _capacity: usize) -> Result<Spool, BackendError> {
+        Spool::file(temp_name(&self.root, "spool")).map_err(|e| BackendError::Other {
+            path: self.root.display().to_string(),
+            message: format!("cannot create a temporary file: {e}"),
+        })
+    }
+
+    fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
+        let Some(synced) = body.synced_file() else {
+            return self.put(path, body.bytes().map_err(|e| io_error(path, e))?);
+        };
+        // On disk before its name is, as in `put`.
+        let temp = synced.map_err(|e| io_error(path, e))?;
+        let target = self.full(path);
+        let dir = target.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| io_error(path, e))?;
+        match fs::hard_link(temp, &target) {
+            // A body spooled on another file system (not by this backend) is copied.
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                self.put(path, body.bytes().map_err(|e| io_error(path, e))?)
+            }
+            r => r.map_err(|e| io_error(path, e)),
+        }
     }
 
     fn delete(&self, path: &str) -> Result<(), BackendError> {

@@ -9,6 +9,7 @@ pub mod limit;
 mod local;
 mod objstore;
 pub mod retry;
+pub mod spool;
 
 use std::ops::Range;
 
@@ -20,6 +21,7 @@ pub use limit::{Limited, RateLimit};
 pub use local::LocalBackend;
 pub use objstore::{Multipart, ObjectStoreBackend};
 pub use retry::{Retry, RetryPolicy};
+pub use spool::{Spool, Spooled};
 
 /// The directories of a repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,22 @@ pub trait Backend: Send + Sync {
     fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError>;
     /// Removes an object.
     fn delete(&self, path: &str) -> Result<(), BackendError>;
+
+    /// A place to build an object of about `capacity` bytes for [`Backend::put_spooled`].
+    /// By default memory; a backend that can store from a file of its own returns one.
+    fn spool(&self, capacity: usize) -> Result<Spool, BackendError> {
+        Ok(Spool::memory(capacity))
+    }
+
+    /// Stores a spooled object, create-only as [`Backend::put`]. By default the body is taken
+    /// into memory and `put`.
+    fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
+        let data = body.bytes().map_err(|e| BackendError::Other {
+            path: path.into(),
+            message: format!("cannot read the spooled object: {e}"),
+        })?;
+        self.put(path, data)
+    }
 }
 
 pub mod conformance;

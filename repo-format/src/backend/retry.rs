@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Backend, BackendError, ObjectInfo};
+use super::{Backend, BackendError, ObjectInfo, Spool, Spooled};
 
 /// How hard to try.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +53,24 @@ impl<B: Backend> Retry<B> {
     /// The wrapped backend.
     pub fn inner(&self) -> &B {
         &self.inner
+    }
+
+    /// Runs a create-only store with retries. "Already exists" after a retry means our own
+    /// earlier attempt stored the object and only its reply was lost.
+    fn create(
+        &self,
+        mut op: impl FnMut(&B) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let mut retried = false;
+        self.run(|b| {
+            let r = op(b);
+            let first = !retried;
+            retried = true;
+            match r {
+                Err(BackendError::AlreadyExists { .. }) if !first => Ok(()),
+                r => r,
+            }
+        })
     }
 
     fn run<T>(&self, mut op: impl FnMut(&B) -> Result<T, BackendError>) -> Result<T, BackendError> {
@@ -118,17 +136,15 @@ impl<B: Backend> Backend for Retry<B> {
     }
 
     fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
-        let mut retried = false;
-        self.run(|b| {
-            let r = b.put(path, data.clone());
-            let first = !retried;
-            retried = true;
-            match r {
-                // Our own earlier attempt stored it, and only its reply was lost.
-                Err(BackendError::AlreadyExists { .. }) if !first => Ok(()),
-                r => r,
-            }
-        })
+        self.create(|b| b.put(path, data.clone()))
+    }
+
+    fn spool(&self, capacity: usize) -> Result<Spool, BackendError> {
+        self.inner.spool(capacity)
+    }
+
+    fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
+        self.create(|b| b.put_spooled(path, body))
     }
 
     fn delete(&self, path: &str) -> Result<(), BackendError> {
