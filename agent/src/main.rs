@@ -8,18 +8,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Keeps glibc's allocator from holding on to freed pipeline buffers. By default each thread
-/// gets its own arena and large blocks (packs, chunks, sealed blobs) stay in arenas after
-/// `free`, so a first backup of the standard dataset peaked at 140–150 MB of RSS; with at most
-/// two arenas and blocks of 1 MiB and more given back to the kernel at once, 73 MB, at about
-/// the same wall time (docs/benchmarks.md, "Allocator settings").
+/// Sets glibc's allocator for the pipelines (docs/benchmarks.md, "Allocator settings").
+/// By default each thread gets its own arena and the mmap threshold rises after the first
+/// large `free` up to 32 MiB, so freed buffers stayed in the process (a first backup peaked at
+/// 140–150 MB). Here: at most two arenas; blocks above one largest chunk (4 MiB, plus
+/// compression's worst case) are mapped and unmapped on their own, while blob-sized buffers
+/// come from the arenas and are reused; and up to 8 MiB free at an arena's top is kept rather
+/// than given back and faulted in again for the next blob (a threshold of 1 MiB with glibc's
+/// 128 KiB trim cost 150 000 page faults per first backup and 300 000 per restore).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
-    // exists, as glibc requires, and both values are in the documented ranges.
+    // exists, as glibc requires, and every value is in the documented range.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, (4 << 20) + (512 << 10));
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
     }
 }
 

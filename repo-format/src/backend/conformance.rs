@@ -168,6 +168,29 @@ mod tests {
             .map(|e| e.path().display().to_string())
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        // Large reads go through reused buffers: each read still returns exactly its bytes,
+        // whatever a longer or shorter read left in the buffer, and a slice outlives the
+        // next reads.
+        let a: Vec<u8> = (0..3_000_000usize).map(|i| (i % 241) as u8).collect();
+        let z = vec![0u8; 2_000_000];
+        b.put("data/01/a", bytes::Bytes::from(a.clone())).unwrap();
+        b.put("data/01/z", bytes::Bytes::from(z.clone())).unwrap();
+        let first = b
+            .get("data/01/a", Some(0..3_000_000))
+            .unwrap()
+            .slice(10..20);
+        for _ in 0..3 {
+            assert!(b.get("data/01/z", Some(100..1_500_100)).unwrap() == z[100..1_500_100]);
+            assert!(b.get("data/01/a", Some(7..2_900_007)).unwrap() == a[7..2_900_007]);
+            assert!(b.get("data/01/z", None).unwrap() == z);
+        }
+        assert_eq!(first, a[10..20]);
+        let e = b.get("data/01/z", Some(1_000_000..2_500_000)).unwrap_err();
+        assert!(e.to_string().contains("data/01/z"), "{e}");
+        assert!(
+            b.get("data/01/a", None).unwrap() == a,
+            "after a failed read"
+        );
         // A range past the end is an error naming the object, not short data.
         b.put("data/00/x", bytes::Bytes::from_static(b"0123"))
             .unwrap();
