@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use cairn_repo_format::blob::open_blob;
-use cairn_repo_format::pack::{PackEntry, PackHeader};
+use cairn_repo_format::id::StoredHasher;
+use cairn_repo_format::pack::PackEntry;
+use cairn_repo_format::{Backend, BackendError};
 use cairn_repo_format::{FileKind, Id, Indexed, Opened, RepoError, Repository};
 use crossbeam_channel::bounded;
 
@@ -244,7 +246,11 @@ fn check_packs(
             s.spawn(move || {
                 for (pack, whole) in jobs {
                     let n = expected.get(&pack).copied().unwrap_or(0);
-                    if results.send(check_pack(repo, &pack, n, whole)).is_err() {
+                    let size = listed.get(&pack).copied().unwrap_or(0);
+                    if results
+                        .send(check_pack(repo, &pack, size, n, whole))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -273,41 +279,26 @@ fn check_packs(
     });
 }
 
-/// Checks one pack: its header against the index, and with `whole` every blob in it.
-fn check_pack(repo: &Repository<Indexed>, pack: &Id, expected: u32, whole: bool) -> PackResult {
+/// Checks one pack of `size` bytes: its header against the index, and with `whole` every
+/// byte of it against its name and every blob in it.
+fn check_pack(
+    repo: &Repository<Indexed>,
+    pack: &Id,
+    size: u64,
+    expected: u32,
+    whole: bool,
+) -> PackResult {
     let path = FileKind::Pack.path(pack);
     let mut out = PackResult {
         findings: Vec::new(),
         read: None,
     };
     let mut error = |m: String| out.findings.push((Severity::Error, m));
-    let (header, bytes) = if whole {
-        let bytes = match repo.backend().get(&path, None) {
-            Ok(b) => b,
-            Err(e) => {
-                error(format!("{path}: cannot read: {e}"));
-                return out;
-            }
-        };
-        if Id::of_stored(&bytes) != *pack {
-            error(format!(
-                "{path}: content does not match its name (corrupt, truncated or tampered)"
-            ));
-        }
-        match PackHeader::parse_whole(repo.key(), &bytes) {
-            Ok(h) => (h, Some(bytes)),
-            Err(e) => {
-                error(format!("{path}: {e}"));
-                return out;
-            }
-        }
-    } else {
-        match repo.read_pack_header(pack) {
-            Ok(h) => (h, None),
-            Err(e) => {
-                error(e.to_string());
-                return out;
-            }
+    let header = match repo.read_pack_header_of(pack, size) {
+        Ok(h) => h,
+        Err(e) => {
+            error(e.to_string());
+            Vec::new()
         }
     };
     let mut matched = 0u32;
@@ -334,32 +325,94 @@ fn check_pack(repo: &Repository<Indexed>, pack: &Id, expected: u32, whole: bool)
             matched += 1;
         }
     }
-    if matched < expected {
+    if !header.is_empty() && matched < expected {
         error(format!(
             "{path}: the index lists {} blobs in this pack that its header does not contain",
             expected - matched
         ));
     }
-    if let Some(bytes) = bytes {
+    if whole {
         let mut blobs = 0;
-        for e in &header {
-            if let Err(err) = open_entry(repo, e, &bytes) {
-                error(format!("{path}: {} blob {}: {err}", e.ty.name(), e.id));
+        let read = read_in_pieces(
+            repo.backend().as_ref(),
+            &path,
+            size,
+            &header,
+            |e, sealed| {
+                blobs += 1;
+                let opened =
+                    open_blob(repo.key(), e.ty, &e.id, e.compression, e.raw_length, sealed);
+                if let Err(err) = opened {
+                    error(format!("{path}: {} blob {}: {err}", e.ty.name(), e.id));
+                }
+            },
+        );
+        match read {
+            Ok(id) if id == *pack => out.read = Some((size, blobs)),
+            Ok(_) => {
+                error(format!(
+                    "{path}: content does not match its name (corrupt, truncated or tampered)"
+                ));
+                out.read = Some((size, blobs));
             }
-            blobs += 1;
+            Err(e) => error(format!("{path}: cannot read: {e}")),
         }
-        out.read = Some((bytes.len() as u64, blobs));
     }
     out
 }
 
-fn open_entry(repo: &Repository<Indexed>, e: &PackEntry, pack: &[u8]) -> Result<(), String> {
-    let sealed = pack
-        .get(e.offset as usize..e.offset as usize + e.length as usize)
-        .ok_or("lies outside the pack")?;
-    open_blob(repo.key(), e.ty, &e.id, e.compression, e.raw_length, sealed)
-        .map(drop)
-        .map_err(|err| err.to_string())
+/// Longest read of a pack's bytes during `check --read-data`: a check holds one piece per
+/// thread (plus a blob larger than this, whole), whatever the pack size.
+const PIECE: u64 = 4 << 20;
+
+/// Reads the object at `path` (`size` bytes) front to back in pieces of at most [`PIECE`]
+/// bytes that end where a blob of `entries` ends (a larger blob is a piece of its own), hands
+/// each blob's bytes to `blob`, and returns the BLAKE3 hash of all the bytes (the name a pack
+/// must have). A blob that overlaps one before it (a damaged header) is read on its own.
+fn read_in_pieces(
+    backend: &dyn Backend,
+    path: &str,
+    size: u64,
+    entries: &[PackEntry],
+    mut blob: impl FnMut(&PackEntry, &[u8]),
+) -> Result<Id, BackendError> {
+    let mut sorted: Vec<&PackEntry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.offset);
+    let end_of = |e: &PackEntry| e.offset as u64 + e.length as u64;
+    let mut hasher = StoredHasher::default();
+    let (mut pos, mut i) = (0u64, 0usize);
+    while pos < size || i < sorted.len() {
+        if let Some(&e) = sorted.get(i)
+            && (e.offset as u64) < pos
+        {
+            let sealed = backend.get(path, Some(e.offset as u64..end_of(e)))?;
+            blob(e, &sealed);
+            i += 1;
+            continue;
+        }
+        // This piece: whole blobs from here while they fit, or plain bytes up to the tail.
+        let mut end = (pos + PIECE).min(size);
+        let mut j = i;
+        if let Some(&first) = sorted.get(i) {
+            end = end_of(first).max(pos + 1).min(size);
+            j = i + 1;
+            while let Some(&e) = sorted.get(j)
+                && e.offset as u64 >= end
+                && end_of(e) - pos <= PIECE
+            {
+                end = end_of(e);
+                j += 1;
+            }
+        }
+        let bytes = backend.get(path, Some(pos..end))?;
+        hasher.update(&bytes);
+        for &e in &sorted[i..j] {
+            let at = (e.offset as u64 - pos) as usize;
+            blob(e, &bytes[at..at + e.length as usize]);
+        }
+        (pos, i) = (end, j);
+    }
+    Ok(hasher.finish())
 }
 
 fn check_snapshots(repo: &Repository<Indexed>, r: &mut Reporter<'_>) -> Result<(), RepoError> {
@@ -373,6 +426,96 @@ fn check_snapshots(repo: &Repository<Indexed>, r: &mut Reporter<'_>) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A memory store that records the length of every ranged read.
+    struct Reads {
+        inner: cairn_repo_format::ObjectStoreBackend,
+        lens: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl Backend for Reads {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn list(
+            &self,
+            prefix: &str,
+            f: &mut dyn FnMut(cairn_repo_format::backend::ObjectInfo),
+        ) -> Result<(), BackendError> {
+            self.inner.list(prefix, f)
+        }
+        fn head(&self, path: &str) -> Result<Option<u64>, BackendError> {
+            self.inner.head(path)
+        }
+        fn get(
+            &self,
+            path: &str,
+            range: Option<std::ops::Range<u64>>,
+        ) -> Result<bytes::Bytes, BackendError> {
+            let b = self.inner.get(path, range)?;
+            self.lens.lock().unwrap().push(b.len() as u64);
+            Ok(b)
+        }
+        fn put(&self, path: &str, data: bytes::Bytes) -> Result<(), BackendError> {
+            self.inner.put(path, data)
+        }
+        fn delete(&self, path: &str) -> Result<(), BackendError> {
+            self.inner.delete(path)
+        }
+    }
+
+    #[test]
+    fn packs_are_read_in_bounded_pieces_that_keep_blobs_whole() {
+        use cairn_repo_format::BlobType;
+        use cairn_repo_format::compress::Compression;
+        use cairn_repo_format::crypto::MasterKey;
+        use cairn_repo_format::pack::{PackBuilder, PackHeader};
+        let key = MasterKey::generate();
+        let sizes = [1 << 20, 3 << 20, (4 << 20) + 100, 700_000]
+            .into_iter()
+            .chain(std::iter::repeat_n(10_000, 50))
+            .chain([2 << 20, 2 << 20, 1]);
+        let mut pack = PackBuilder::default();
+        let mut blobs = Vec::new();
+        for (i, n) in sizes.enumerate() {
+            let sealed: Vec<u8> = (0..n).map(|j| (i * 7 + j % 13) as u8).collect();
+            let id = Id([i as u8; 32]);
+            pack.add_stored(BlobType::Data, id, Compression::None, n as u32, &sealed);
+            blobs.push(sealed);
+        }
+        let pack = pack.finish(&key);
+        let entries = PackHeader::parse_whole(&key, &pack.bytes).unwrap();
+        let b = Reads {
+            inner: cairn_repo_format::ObjectStoreBackend::memory(),
+            lens: Default::default(),
+        };
+        b.put("data/p", bytes::Bytes::from(pack.bytes.clone()))
+            .unwrap();
+        let mut seen = Vec::new();
+        let id = read_in_pieces(&b, "data/p", pack.bytes.len() as u64, &entries, |e, s| {
+            assert_eq!(s.len(), e.length as usize);
+            seen.push(s.to_vec());
+        })
+        .unwrap();
+        assert_eq!(id, pack.id, "the name is checked over every byte");
+        assert!(seen == blobs, "every blob whole, in order");
+        let lens = b.lens.lock().unwrap().clone();
+        assert_eq!(
+            lens.iter().sum::<u64>(),
+            pack.bytes.len() as u64,
+            "read once"
+        );
+        assert!(lens.iter().all(|&n| n <= (4 << 20) + 100), "{lens:?}");
+        assert!(lens.len() >= 4, "{lens:?}");
+        // Without a header (a damaged one) the bytes are still all hashed, in pieces.
+        b.lens.lock().unwrap().clear();
+        let id = read_in_pieces(&b, "data/p", pack.bytes.len() as u64, &[], |_, _| {
+            panic!("no blobs without a header")
+        })
+        .unwrap();
+        assert_eq!(id, pack.id);
+        assert!(b.lens.lock().unwrap().iter().all(|&n| n <= PIECE));
+    }
 
     #[test]
     fn subsets_parse_and_buckets_cover_every_pack_once() {

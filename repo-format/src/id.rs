@@ -17,6 +17,23 @@ pub struct ParseIdError {
     pub text: String,
 }
 
+/// The name of a storage object whose bytes arrive in pieces: the same as [`Id::of_stored`]
+/// over all of them, in order.
+#[derive(Default)]
+pub struct StoredHasher(blake3::Hasher);
+
+impl StoredHasher {
+    /// Adds the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The name of everything added so far.
+    pub fn finish(&self) -> Id {
+        Id(*self.0.finalize().as_bytes())
+    }
+}
+
 impl Id {
     /// The id of a storage object: the unkeyed BLAKE3 hash of its stored bytes, so anyone
     /// (a server without the key included) can check that a name matches its content.

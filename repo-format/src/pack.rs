@@ -19,7 +19,7 @@ use crate::backend::Spool;
 use crate::blob::{BlobType, SealedBlob};
 use crate::compress::Compression;
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
-use crate::id::Id;
+use crate::id::{Id, StoredHasher};
 
 /// Bytes of one encoded header or index entry.
 pub const ENTRY_LEN: usize = 46;
@@ -97,7 +97,7 @@ impl PackSink for Spool {
 #[derive(Default)]
 pub struct PackWriter<S> {
     sink: S,
-    hasher: blake3::Hasher,
+    hasher: StoredHasher,
     len: u64,
     entries: Vec<PackEntry>,
 }
@@ -118,7 +118,7 @@ impl<S: PackSink> PackWriter<S> {
     pub fn new(sink: S) -> Self {
         PackWriter {
             sink,
-            hasher: blake3::Hasher::new(),
+            hasher: StoredHasher::default(),
             len: 0,
             entries: Vec::new(),
         }
@@ -193,7 +193,7 @@ impl<S: PackSink> PackWriter<S> {
         tail.extend_from_slice(&sealed_len.to_le_bytes());
         self.append(&tail)?;
         let info = PackInfo {
-            id: Id(*self.hasher.finalize().as_bytes()),
+            id: self.hasher.finish(),
             len: self.len,
             entries: self.entries,
         };

@@ -538,6 +538,12 @@ impl<S> Repository<S> {
             .backend()
             .head(&path)?
             .ok_or_else(|| BackendError::NotFound { path: path.clone() })?;
+        self.read_pack_header_of(pack, len)
+    }
+
+    /// Reads and parses a pack's header, the pack's length being known (from a listing).
+    pub fn read_pack_header_of(&self, pack: &Id, len: u64) -> Result<Vec<PackEntry>> {
+        let path = FileKind::Pack.path(pack);
         let hdr_err = |e: PackHeaderError| corrupt(path.clone(), e);
         let trailer = self
             .backend()
