@@ -156,6 +156,12 @@ impl Backend for Raw {
     fn spool(&self, capacity: usize) -> Result<Spool, BackendError> {
         self.get().spool(capacity)
     }
+    fn remove_stale_temporaries(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<String>, BackendError> {
+        self.get().remove_stale_temporaries(before)
+    }
     fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
         self.get().put_spooled(path, body)
     }

@@ -96,6 +96,9 @@ pub struct PruneStats {
     pub packs_rescued: u64,
     /// Condemned lists left for a later prune, and why.
     pub deferred: Vec<String>,
+    /// Temporary files of killed writers removed (a local repository's unfinished puts and
+    /// spooled packs).
+    pub temporaries_removed: u64,
 }
 
 /// Why prune stopped without changing anything it should not.
@@ -140,6 +143,9 @@ pub fn run(
         packs: listed.len() as u64,
         ..Default::default()
     };
+    if !opts.dry_run {
+        stats.temporaries_removed = remove_stale_temporaries(&repo, log)?;
+    }
 
     // Mark.
     let mut reach = Reach::new(&repo);
@@ -477,6 +483,40 @@ fn delete(repo: &Repository<Indexed>, path: &str) -> Result<(), RepoError> {
 
 /// Deletes the packs of every condemned list that no running backup can depend on, after
 /// rescuing those that snapshots written meanwhile need.
+/// A temporary file this much older than the oldest running backup belongs to no writer:
+/// each writer takes its lock before it makes temporary files, and the margin covers clocks
+/// that differ (lock times are the writers', file times the file system's) and the short
+/// puts of commands that take no lock.
+const TEMPORARY_MARGIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// Removes the temporary files killed writers left (see [`TEMPORARY_MARGIN`]).
+fn remove_stale_temporaries(
+    repo: &Repository<Indexed>,
+    log: &mut dyn FnMut(&str),
+) -> Result<u64, PruneError> {
+    let now = Utc::now();
+    let oldest = repo
+        .locks()?
+        .into_iter()
+        .filter_map(|(_, l)| l.ok())
+        .filter(|l| l.kind == LockKind::Backup && !l.is_stale(now))
+        .map(|l| l.started)
+        .min()
+        .unwrap_or(now)
+        .min(now);
+    let before = std::time::SystemTime::from(oldest - TEMPORARY_MARGIN);
+    let removed = repo
+        .backend()
+        .remove_stale_temporaries(before)
+        .map_err(RepoError::from)?;
+    for name in &removed {
+        log(&format!(
+            "removed {name}, a temporary file left by an interrupted writer"
+        ));
+    }
+    Ok(removed.len() as u64)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sweep(
     repo: Repository<Indexed>,

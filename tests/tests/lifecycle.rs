@@ -480,6 +480,45 @@ fn a_killed_backup_leaves_a_valid_repository_and_the_next_one_reuses_its_packs()
     }
 }
 
+#[test]
+fn prune_removes_temporary_files_of_killed_writers_but_not_recent_ones() {
+    let base = tempdir();
+    let repo = small_packs(&base.path().join("repo"));
+    let src = base.path().join("src");
+    files(&src, "f", 5, 100_000, 9);
+    repo.backup(&[&src], &["--host", "h"]);
+    // What a killed backup leaves: a spooled pack and an unfinished put, two hours old.
+    let old = [
+        repo.path.join(".tmp-spool-0123456789abcdef"),
+        repo.path.join("data/00/.tmp-00aa-0123456789abcdef"),
+    ];
+    // As new as a running writer's: kept.
+    let recent = repo.path.join(".tmp-spool-fedcba9876543210");
+    for p in old.iter().chain([&recent]) {
+        write_file(p, b"half a pack");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for p in &old {
+        filetime::set_file_mtime(p, filetime::FileTime::from_unix_time(now - 7200, 0)).unwrap();
+    }
+    let dry = repo.run(&["prune", "--dry-run"]);
+    dry.success();
+    assert!(old.iter().all(|p| p.exists()), "a dry run removes nothing");
+    let out = repo.run(&["prune"]);
+    out.success();
+    for p in &old {
+        assert!(!p.exists(), "{} removed", p.display());
+    }
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains(".tmp-spool-0123456789abcdef"), "{said}");
+    assert!(recent.exists(), "a recent temporary file is kept");
+    check_passes(&repo, true);
+    restore_matches(&repo, "latest", &src, base.path());
+}
+
 /// A table dump: `rows` lines of `id|name|email|balance|note`.
 fn dump(rows: std::ops::Range<u64>, changed: std::ops::Range<u64>, seed: u64) -> Vec<u8> {
     let mut out = Vec::new();

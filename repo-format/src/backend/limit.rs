@@ -120,6 +120,13 @@ impl<B: Backend> Backend for Limited<B> {
         self.inner.spool(capacity)
     }
 
+    fn remove_stale_temporaries(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<String>, BackendError> {
+        self.inner.remove_stale_temporaries(before)
+    }
+
     fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
         let Some(l) = &self.upload else {
             return self.inner.put_spooled(path, body);

@@ -239,6 +239,44 @@ impl Backend for LocalBackend {
         published.map_err(|e| io_error(path, e))
     }
 
+    fn remove_stale_temporaries(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<String>, BackendError> {
+        let mut removed = Vec::new();
+        for entry in walkdir::WalkDir::new(&self.root).min_depth(1) {
+            let entry = entry.map_err(|e| BackendError::Other {
+                path: self.root.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let temp = entry.file_type().is_file()
+                && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+            if !temp {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&self.root)
+                .unwrap_or(entry.path())
+                .to_string_lossy()
+                .into_owned();
+            let old = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .is_some_and(|t| t < before);
+            if old {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed.push(rel),
+                    // Gone meanwhile: its writer finished after all.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(&rel, e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// A temporary file in the repository's directory: on the same file system as every
     /// object, so that storing it is a `link`.
     fn spool(&self, _capacity: usize) -> Result<Spool, BackendError> {

@@ -136,6 +136,17 @@ pub trait Backend: Send + Sync {
         Ok(Spool::memory(capacity))
     }
 
+    /// Removes the temporary files of writers that were killed (a local directory's
+    /// unfinished puts and spooled packs) last modified before `before`, and returns their
+    /// names. A backend without temporary files of its own has none.
+    fn remove_stale_temporaries(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<String>, BackendError> {
+        let _ = before;
+        Ok(Vec::new())
+    }
+
     /// Stores a spooled object, create-only as [`Backend::put`]. By default the body is taken
     /// into memory and `put`.
     fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {

@@ -143,6 +143,13 @@ impl<B: Backend> Backend for Retry<B> {
         self.inner.spool(capacity)
     }
 
+    fn remove_stale_temporaries(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<String>, BackendError> {
+        self.inner.remove_stale_temporaries(before)
+    }
+
     fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
         self.create(|b| b.put_spooled(path, body))
     }
