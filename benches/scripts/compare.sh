@@ -116,7 +116,7 @@ for phase in ["backup-first", "backup-unchanged", "backup-mutated", "restore", "
         w, c, m = med([x[0] for x in v]), med([x[1] for x in v]), med([x[2] for x in v]) / 1024
         rw = rr = ""
         if tool != "cairn":
-            rw, rr = f"{ratio(phase, tool, 0):.2f}", f"{ratio(phase, tool, 2):.2f}"
+            rw, rr = f"{ratio(phase, tool, 0):.3f}", f"{ratio(phase, tool, 2):.3f}"
         print(f"| {phase} | {tool} | {w:.2f} | {c:.2f} | {m:.0f} | {rw} | {rr} |")
 sizes = {t: med([x[0] for x in val[("size", t)].values()]) / 2**20 for t in ["cairn", "restic", "rustic"]}
 print()
