@@ -75,6 +75,11 @@ pub fn node_type(meta: &Metadata) -> NodeType {
 
 /// Builds a node (without content or subtree) for `path`, whose `lstat` is `meta`. Reading
 /// xattrs or the link target can fail; the error is returned so the caller can report it.
+///
+/// A regular file's xattrs are left empty here: the backup reads them through the file's
+/// descriptor when it opens the file ([`read_file_xattrs`]), or takes them from the parent
+/// snapshot when the file is unchanged (setting an xattr changes the ctime). Listing them by
+/// path for every file cost a path lookup each (2% of a first backup's CPU).
 pub fn node_from_metadata(
     path: &Path,
     name: &[u8],
@@ -115,7 +120,11 @@ pub fn node_from_metadata(
             0
         },
         linktarget,
-        xattrs: read_xattrs(path)?,
+        xattrs: if kind == NodeType::File {
+            Vec::new()
+        } else {
+            read_xattrs(path)?
+        },
         content: None,
         subtree: None,
     })
@@ -124,14 +133,27 @@ pub fn node_from_metadata(
 /// Extended attributes of `path` (not following symlinks), sorted by name. File systems without
 /// xattr support yield none.
 pub fn read_xattrs(path: &Path) -> io::Result<Vec<ExtendedAttribute>> {
-    let names = match xattr::list(path) {
+    collect_xattrs(xattr::list(path), |name| xattr::get(path, name))
+}
+
+/// Extended attributes of an open file, sorted by name, as [`read_xattrs`].
+pub fn read_file_xattrs(file: &std::fs::File) -> io::Result<Vec<ExtendedAttribute>> {
+    use xattr::FileExt as _;
+    collect_xattrs(file.list_xattr(), |name| file.get_xattr(name))
+}
+
+fn collect_xattrs(
+    names: io::Result<xattr::XAttrs>,
+    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
+) -> io::Result<Vec<ExtendedAttribute>> {
+    let names = match names {
         Ok(n) => n,
         Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
     for name in names {
-        if let Some(value) = xattr::get(path, &name)? {
+        if let Some(value) = get(&name)? {
             out.push(ExtendedAttribute {
                 name: RawBytes(name.as_bytes().to_vec()),
                 value: RawBytes(value),

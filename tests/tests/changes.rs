@@ -133,3 +133,45 @@ fn content_change_with_restored_mtime_is_caught_by_ctime() {
     repo.restore("latest", &target, &[]).success();
     assert_eq!(std::fs::read(target.join("keep1.bin")).unwrap(), data);
 }
+
+#[test]
+fn xattrs_follow_the_file_whether_it_is_read_again_or_not() {
+    let base = xattr_capable_tempdir();
+    let src = base.path().join("src");
+    let n = make_source(&src);
+    let (a, b) = (src.join("keep1.bin"), src.join("dir/keep3.bin"));
+    xattr::set(&a, "user.color", b"red").unwrap();
+    let repo = Repo::init_small_chunks(&base.path().join("repo"));
+    repo.backup(&[&src], &[]);
+    // Nothing changed: every file's xattrs come from the parent snapshot.
+    let second = repo.backup(&[&src], &[]);
+    assert_eq!(counter(&second, "files_unmodified"), n, "{second}");
+    let second_id = second["snapshot_id"].as_str().unwrap().to_string();
+    // An xattr set changes the ctime: that file is read again, with its xattrs.
+    xattr::set(&b, "user.shape", b"round").unwrap();
+    let third = repo.backup(&[&src], &[]);
+    assert_eq!(counter(&third, "files_changed"), 1, "{third}");
+    // Without the ctime to go by, an unchanged-looking file's xattrs are listed again.
+    xattr::set(&a, "user.color", b"blue").unwrap();
+    let fourth = repo.backup(&[&src], &["--ignore-ctime"]);
+    assert_eq!(counter(&fourth, "files_unmodified"), n, "{fourth}");
+
+    let get = |root: &Path, rel: &str, name: &str| xattr::get(root.join(rel), name).unwrap();
+    let target = base.path().join("latest");
+    repo.restore("latest", &target, &[]).success();
+    assert_eq!(
+        get(&target, "keep1.bin", "user.color").as_deref(),
+        Some(&b"blue"[..])
+    );
+    assert_eq!(
+        get(&target, "dir/keep3.bin", "user.shape").as_deref(),
+        Some(&b"round"[..])
+    );
+    let target = base.path().join("second");
+    repo.restore(&second_id, &target, &[]).success();
+    assert_eq!(
+        get(&target, "keep1.bin", "user.color").as_deref(),
+        Some(&b"red"[..])
+    );
+    assert_eq!(get(&target, "dir/keep3.bin", "user.shape"), None);
+}

@@ -179,6 +179,20 @@ impl<'a> Archiver<'a> {
             .expect("a file is always inside a directory");
         if let Some(content) = reuse {
             node.content = Some(content.to_vec());
+            // Unchanged ctime: unchanged xattrs (setting one changes the ctime). Without the
+            // ctime to go by, they are read again.
+            node.xattrs = if self.rules.ignore_ctime {
+                match crate::fsmeta::read_xattrs(&path) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        p.errors.fetch_add(1, Ordering::Relaxed);
+                        (self.warn)(&path, &format!("not backed up: xattrs: {e}"));
+                        return Ok(());
+                    }
+                }
+            } else {
+                old.as_ref().map(|o| o.xattrs.clone()).unwrap_or_default()
+            };
             p.files_unmodified.fetch_add(1, Ordering::Relaxed);
             p.bytes_unmodified.fetch_add(node.size, Ordering::Relaxed);
             p.files_done.fetch_add(1, Ordering::Relaxed);

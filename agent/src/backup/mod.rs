@@ -239,6 +239,7 @@ fn read_file(
 ) -> io::Result<()> {
     let key = repo.key();
     let (file, before) = read::open_for_read(&job.path)?;
+    job.node.xattrs = crate::fsmeta::read_file_xattrs(&file)?;
     let to = if before.len() >= seal::POOL_FROM {
         SealTo::Pool(&out.seal_jobs)
     } else {
