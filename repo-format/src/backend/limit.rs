@@ -80,6 +80,20 @@ impl<B: Backend> Limited<B> {
     }
 }
 
+impl<B: Backend> Limited<B> {
+    /// Runs an upload of `len` bytes within its slot of the upload rate, if one is set.
+    fn upload<T>(&self, len: u64, op: impl FnOnce() -> T) -> T {
+        let Some(l) = &self.upload else {
+            return op();
+        };
+        let slot = l.book(Instant::now(), len);
+        sleep_until(slot.start);
+        let result = op();
+        sleep_until(slot.end);
+        result
+    }
+}
+
 impl<B: Backend> Backend for Limited<B> {
     fn location(&self) -> String {
         self.inner.location()
@@ -102,14 +116,7 @@ impl<B: Backend> Backend for Limited<B> {
     }
 
     fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError> {
-        let Some(l) = &self.upload else {
-            return self.inner.put(path, data);
-        };
-        let slot = l.book(Instant::now(), data.len() as u64);
-        sleep_until(slot.start);
-        let result = self.inner.put(path, data);
-        sleep_until(slot.end);
-        result
+        self.upload(data.len() as u64, || self.inner.put(path, data))
     }
 
     fn delete(&self, path: &str) -> Result<(), BackendError> {
@@ -128,14 +135,7 @@ impl<B: Backend> Backend for Limited<B> {
     }
 
     fn put_spooled(&self, path: &str, body: &Spooled) -> Result<(), BackendError> {
-        let Some(l) = &self.upload else {
-            return self.inner.put_spooled(path, body);
-        };
-        let slot = l.book(Instant::now(), body.len());
-        sleep_until(slot.start);
-        let result = self.inner.put_spooled(path, body);
-        sleep_until(slot.end);
-        result
+        self.upload(body.len(), || self.inner.put_spooled(path, body))
     }
 }
 

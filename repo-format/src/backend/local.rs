@@ -125,6 +125,14 @@ impl LocalBackend {
     fn full(&self, path: &str) -> PathBuf {
         self.root.join(path)
     }
+
+    /// The object name of a path below the root.
+    fn name_of(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 fn io_error(path: &str, e: io::Error) -> BackendError {
@@ -157,12 +165,7 @@ impl Backend for LocalBackend {
             if !entry.file_type().is_file() || name.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let rel = entry
-                .path()
-                .strip_prefix(&self.root)
-                .unwrap_or(entry.path())
-                .to_string_lossy()
-                .into_owned();
+            let rel = self.name_of(entry.path());
             let size = entry
                 .metadata()
                 .map_err(|e| BackendError::Other {
@@ -254,12 +257,7 @@ impl Backend for LocalBackend {
             if !temp {
                 continue;
             }
-            let rel = entry
-                .path()
-                .strip_prefix(&self.root)
-                .unwrap_or(entry.path())
-                .to_string_lossy()
-                .into_owned();
+            let rel = self.name_of(entry.path());
             let old = entry
                 .metadata()
                 .ok()
