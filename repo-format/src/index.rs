@@ -4,8 +4,9 @@
 //! `version (u8 = 1) || group*`, `group = pack id (32) || count (u32 LE) || entry * count`,
 //! with the 46-byte entry of [`crate::pack`]. They are written as packs complete.
 //!
-//! In memory, [`Index`] is one sorted array of 52-byte entries plus the list of pack ids,
-//! looked up by binary search: no per-entry allocation, no hash-table slack.
+//! In memory, [`Index`] is one sorted array of 52-byte entries plus the list of pack ids and
+//! a table of where each bucket of ids (by their first bits) starts, looked up by a binary
+//! search inside one bucket: no per-entry allocation, no hash-table slack.
 
 use std::collections::HashMap;
 
@@ -15,6 +16,11 @@ use crate::id::Id;
 use crate::pack::{ENTRY_LEN, PackEntry};
 
 const INDEX_VERSION: u8 = 1;
+
+/// The first 8 bytes of an id, as a number that sorts as the id does.
+fn prefix(id: &Id) -> u64 {
+    u64::from_be_bytes(id.0[..8].try_into().expect("ids are 32 bytes"))
+}
 
 /// Encodes an index file payload for the given packs.
 pub fn encode_index_file<'a>(
@@ -96,6 +102,11 @@ pub struct BlobLocation {
 pub struct Index {
     packs: Vec<Id>,
     slots: Vec<Slot>,
+    /// Where each bucket of ids starts in `slots`: bucket `b` holds the ids whose first
+    /// `bucket_bits` bits are `b`, at `starts[b]..starts[b + 1]`. Ids are hashes, so buckets
+    /// are even and a lookup searches two to four entries instead of the whole array.
+    starts: Vec<u32>,
+    bucket_bits: u32,
 }
 
 /// Collects entries, then sorts them once into an [`Index`].
@@ -131,6 +142,7 @@ impl IndexBuilder {
         slots.sort_unstable_by_key(|s| (s.id, s.ty, s.pack));
         slots.dedup_by(|a, b| a.id == b.id && a.ty == b.ty);
         slots.shrink_to_fit();
+        self.index.fill_buckets();
         self.index
     }
 }
@@ -147,9 +159,38 @@ impl Index {
 
     /// The position of blob (`ty`, `id`) in the sorted entry array (for per-blob bit sets).
     pub fn position(&self, ty: BlobType, id: &Id) -> Option<usize> {
-        self.slots
+        let (from, to) = match self.bucket_bits {
+            0 => (0, self.slots.len()),
+            bits => {
+                let b = (prefix(id) >> (64 - bits)) as usize;
+                (self.starts[b] as usize, self.starts[b + 1] as usize)
+            }
+        };
+        self.slots[from..to]
             .binary_search_by(|s| (s.id, s.ty).cmp(&(*id, ty)))
             .ok()
+            .map(|i| from + i)
+    }
+
+    /// Builds the bucket table: about one bucket per two to four blobs (so at most 2 bytes
+    /// per blob), none for small indexes.
+    fn fill_buckets(&mut self) {
+        let n = self.slots.len();
+        if n < 64 {
+            (self.starts, self.bucket_bits) = (Vec::new(), 0);
+            return;
+        }
+        let bits = (n.ilog2() - 1).min(24);
+        let buckets = 1usize << bits;
+        let mut starts = Vec::with_capacity(buckets + 1);
+        for (i, s) in self.slots.iter().enumerate() {
+            let b = (prefix(&s.id) >> (64 - bits)) as usize;
+            while starts.len() <= b {
+                starts.push(i as u32);
+            }
+        }
+        starts.resize(buckets + 1, n as u32);
+        (self.starts, self.bucket_bits) = (starts, bits);
     }
 
     /// The entry at `position`: its pack's number (an index into [`Index::packs`]) and entry.
@@ -193,8 +234,8 @@ impl Index {
         self.packs.len()
     }
 
-    /// Bytes of memory per indexed blob (entries only).
-    pub const BYTES_PER_BLOB: usize = std::mem::size_of::<Slot>();
+    /// Bytes of memory per indexed blob: its entry, and at most 2 bytes of bucket table.
+    pub const BYTES_PER_BLOB: usize = std::mem::size_of::<Slot>() + 2;
 }
 
 #[cfg(test)]
@@ -234,5 +275,72 @@ mod tests {
             let _ = decode_index_file(&bytes[..cut], |_, _| {});
         }
         assert!(decode_index_file(&bytes[..bytes.len() - 1], |_, _| {}).is_err());
+    }
+
+    #[test]
+    fn bucketed_lookups_find_every_blob_and_only_those() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut id = || {
+            let mut b = [0u8; 32];
+            for chunk in b.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes());
+            }
+            Id(b)
+        };
+        for n in [0usize, 1, 63, 64, 1000, 20_000] {
+            let ids: Vec<Id> = (0..n).map(|_| id()).collect();
+            let mut b = IndexBuilder::default();
+            for (i, chunk) in ids.chunks(100).enumerate() {
+                let entries: Vec<PackEntry> = (chunk.iter().enumerate())
+                    .map(|(j, id)| PackEntry {
+                        // every third blob is a tree blob, to mix the types in
+                        ty: if j % 3 == 0 {
+                            BlobType::Tree
+                        } else {
+                            BlobType::Data
+                        },
+                        compression: Compression::Zstd,
+                        id: *id,
+                        offset: j as u32 * 10,
+                        length: 10,
+                        raw_length: 20,
+                    })
+                    .collect();
+                b.add_pack(Id([i as u8; 32]), &entries);
+            }
+            let idx = b.finish();
+            assert_eq!(idx.len(), n);
+            for (k, id) in ids.iter().enumerate() {
+                let ty = if (k % 100) % 3 == 0 {
+                    BlobType::Tree
+                } else {
+                    BlobType::Data
+                };
+                let other = if ty == BlobType::Tree {
+                    BlobType::Data
+                } else {
+                    BlobType::Tree
+                };
+                let loc = idx.lookup(ty, id).expect("indexed blob found");
+                assert_eq!(loc.pack, Id([(k / 100) as u8; 32]));
+                assert_eq!(loc.entry.offset, (k % 100) as u32 * 10);
+                assert!(idx.lookup(other, id).is_none(), "the other type is not");
+            }
+            for _ in 0..1000 {
+                assert!(idx.lookup(BlobType::Data, &id()).is_none());
+            }
+            for p in 0..n {
+                let (_, e) = idx.entry_at(p);
+                assert_eq!(idx.position(e.ty, &e.id), Some(p));
+            }
+            assert!(
+                idx.starts.len() * 4 <= 2 * n + 8,
+                "{n}: {}",
+                idx.starts.len()
+            );
+        }
     }
 }
