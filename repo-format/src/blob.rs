@@ -96,6 +96,13 @@ pub enum BlobError {
     HashMismatch,
 }
 
+thread_local! {
+    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest decrypted payload buffer a thread keeps for the next blob.
+const PAYLOAD_KEEP: usize = 8 << 20;
+
 /// Opens, decompresses and verifies one stored blob.
 pub fn open_blob(
     key: &MasterKey,
@@ -105,14 +112,24 @@ pub fn open_blob(
     raw_len: u32,
     sealed: &[u8],
 ) -> Result<Vec<u8>, BlobError> {
-    let payload = key
-        .open(&blob_aad(ty, id), sealed)
-        .map_err(|_| BlobError::Decrypt)?;
+    let aad = blob_aad(ty, id);
     let plain = match compression {
-        Compression::None => payload,
-        Compression::Zstd => {
-            compress::decompress(&payload, raw_len as usize).map_err(|_| BlobError::Decompress)?
-        }
+        Compression::None => key.open(&aad, sealed).map_err(|_| BlobError::Decrypt)?,
+        // The compressed payload is needed only until it is decompressed: it goes into this
+        // thread's reusable buffer, so a blob costs one allocation (its plaintext), not two.
+        Compression::Zstd => PAYLOAD.with(|p| {
+            let mut payload = p.borrow_mut();
+            key.open_into(&aad, sealed, &mut payload)
+                .map_err(|_| BlobError::Decrypt)?;
+            let plain =
+                compress::decompress(&payload, raw_len as usize).map_err(|_| BlobError::Decompress);
+            // Keep the buffer only while it is of blob size (a larger object, such as a big
+            // tree, should not stay allocated).
+            if payload.capacity() > PAYLOAD_KEEP {
+                *payload = Vec::new();
+            }
+            plain
+        })?,
     };
     if plain.len() != raw_len as usize || key.blob_id(&plain) != *id {
         return Err(BlobError::HashMismatch);

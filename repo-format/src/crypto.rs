@@ -109,6 +109,14 @@ impl MasterKey {
 
     /// Opens sealed bytes, checking that they were sealed under this key with this `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut buf = Vec::new();
+        self.open_into(aad, sealed, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`MasterKey::open`] into `out` (replacing what it held), so a caller that opens many
+    /// objects can reuse one buffer. On failure `out` holds nothing meaningful.
+    pub fn open_into(&self, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<(), OpenError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(OpenError);
         }
@@ -116,16 +124,16 @@ impl MasterKey {
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError)?;
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError)?;
-        let mut buf = ct.to_vec();
+        out.clear();
+        out.extend_from_slice(ct);
         self.cipher
             .decrypt_inout_detached(
                 &Nonce::from(nonce),
                 aad,
-                buf.as_mut_slice().into(),
+                out.as_mut_slice().into(),
                 &tag.into(),
             )
-            .map_err(|_| OpenError)?;
-        Ok(buf)
+            .map_err(|_| OpenError)
     }
 }
 
