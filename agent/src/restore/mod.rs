@@ -296,7 +296,7 @@ pub fn run_with(
             Work::Single(node) => {
                 let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&node.name.0));
                 if Node::name_is_safe(&node.name.0) {
-                    planner.entry(&rel, &node);
+                    planner.entry(&rel, node);
                 } else {
                     shared.problem(&rel, "refusing unsafe name");
                 }

@@ -22,6 +22,9 @@ use super::write::Writer;
 use crate::filter::Patterns;
 
 /// One step of a restore.
+// A step lives on the stack for one call of the walk's callback; boxing the node would cost an
+// allocation per entry.
+#[allow(clippy::large_enum_variant)]
 pub enum Step<'n> {
     /// Enter (create) a directory at `rel` (relative to the target; empty = the target).
     EnterDir {
@@ -41,8 +44,8 @@ pub enum Step<'n> {
     Entry {
         /// Relative path.
         rel: &'n Path,
-        /// Its node.
-        node: &'n Node,
+        /// Its node (handed over: a file keeps it until it is finished).
+        node: Node,
     },
     /// An entry is refused (unsafe name) or its tree is unreadable.
     Problem {
@@ -85,22 +88,27 @@ pub fn walk_tree(
 ) -> Result<bool, RepoError> {
     let tree = repo.load_tree(tree_id)?;
     let mut emitted = false;
-    for node in &tree.nodes {
+    // Patterns match the path inside the snapshot; without any, it is only needed to descend.
+    let patterns = !sel.include.is_empty() || !sel.exclude.is_empty();
+    let mut child_rel = rel.to_path_buf();
+    for node in tree.nodes {
         let name = std::ffi::OsStr::from_bytes_compat(&node.name.0);
-        let child_rel = rel.join(name);
         if !Node::name_is_safe(&node.name.0) {
             let message = format!("refusing unsafe name {:?} in tree {tree_id}", node.name);
             f(Step::Problem {
-                rel: &child_rel,
+                rel: &rel.join(name),
                 message,
             });
             continue;
         }
-        let snap_path = snap_prefix.join(name);
-        if sel.excluded(&snap_path) {
+        // A safe name is one normal component, so `pop` below undoes this `push`.
+        child_rel.push(name);
+        let snap_path = (patterns || node.kind == NodeType::Dir).then(|| snap_prefix.join(name));
+        if snap_path.as_deref().is_some_and(|p| sel.excluded(p)) {
+            child_rel.pop();
             continue;
         }
-        let included = inherited_include || sel.included(&snap_path);
+        let included = inherited_include || snap_path.as_deref().is_none_or(|p| sel.included(p));
         match node.kind {
             NodeType::Dir => {
                 let Some(sub) = node.subtree else {
@@ -108,14 +116,16 @@ pub fn walk_tree(
                         rel: &child_rel,
                         message: "directory without a tree".into(),
                     });
+                    child_rel.pop();
                     continue;
                 };
                 if included {
                     f(Step::EnterDir {
                         rel: &child_rel,
-                        node: Some(node),
+                        node: Some(&node),
                     });
                 }
+                let snap_path = snap_path.unwrap_or_default();
                 let below = match walk_tree(repo, &sub, &snap_path, &child_rel, sel, included, f) {
                     Ok(b) => b,
                     Err(e) => {
@@ -131,7 +141,7 @@ pub fn walk_tree(
                 if included || below {
                     f(Step::LeaveDir {
                         rel: &child_rel,
-                        node: Some(node),
+                        node: Some(&node),
                     });
                     emitted = true;
                 }
@@ -145,6 +155,7 @@ pub fn walk_tree(
             }
             _ => {}
         }
+        child_rel.pop();
     }
     Ok(emitted)
 }
@@ -248,19 +259,19 @@ impl<'s, 'a, 'r> Planner<'s, 'a, 'r> {
     }
 
     /// Creates one non-directory entry (a file's content follows through the batches).
-    pub fn entry(&mut self, rel: &Path, node: &Node) {
+    pub fn entry(&mut self, rel: &Path, node: Node) {
         if node.kind == NodeType::File {
             return self.file(rel, node);
         }
-        match self.writer.special(rel, node) {
-            Ok(Some(path)) => self.shared.meta(&path, rel, node),
+        match self.writer.special(rel, &node) {
+            Ok(Some(path)) => self.shared.meta(&path, rel, &node),
             Ok(None) => {}
             Err(e) => self.shared.problem(rel, &e.to_string()),
         }
     }
 
-    fn file(&mut self, rel: &Path, node: &Node) {
-        let key = hardlink_key(node);
+    fn file(&mut self, rel: &Path, node: Node) {
+        let key = hardlink_key(&node);
         if let Some((first, outcome)) = key.and_then(|k| self.hardlinks.get(&k)) {
             match outcome.get() {
                 Status::Ok => {
@@ -288,8 +299,9 @@ impl<'s, 'a, 'r> Planner<'s, 'a, 'r> {
             Ok(x) => x,
             Err(e) => return self.shared.problem(rel, &e.to_string()),
         };
-        let content = node.content.as_deref().unwrap_or_default();
-        let state = FileState::new(rel.to_path_buf(), path, node.clone(), f, content.len());
+        let chunks = node.content.as_ref().map_or(0, Vec::len);
+        let state = FileState::new(rel.to_path_buf(), path, node, f, chunks);
+        let content = state.node.content.as_deref().unwrap_or_default();
         if let Some(k) = key {
             self.hardlinks
                 .insert(k, (state.path.clone(), state.outcome.clone()));

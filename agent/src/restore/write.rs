@@ -13,10 +13,11 @@
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,6 +38,9 @@ pub struct Writer {
     /// created. Paths below it need no new checks (the restore never removes a directory), which
     /// spares every file of a directory the `lstat` of each component on its way.
     checked: RefCell<PathBuf>,
+    /// The directory (relative to the target) that the last file was created in, open: the
+    /// next file in it is created relative to it, with no path to walk.
+    parent: RefCell<Option<(PathBuf, OwnedFd)>>,
 }
 
 fn err(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -53,6 +57,7 @@ impl Writer {
         Ok(Writer {
             target,
             checked: RefCell::new(PathBuf::new()),
+            parent: RefCell::new(None),
         })
     }
 
@@ -83,10 +88,10 @@ impl Writer {
     /// Makes sure `rel` and every directory above it exist and are real directories, checking
     /// only those not already checked in this run.
     fn ensure_dirs(&self, rel: &Path) -> io::Result<()> {
-        let checked = self.checked.borrow().clone();
-        if checked.starts_with(rel) {
+        if self.checked.borrow().starts_with(rel) {
             return Ok(());
         }
+        let checked = self.checked.borrow().clone();
         let mut p = self.target.clone();
         let mut so_far = PathBuf::new();
         let mut known = true;
@@ -139,14 +144,13 @@ impl Writer {
     pub fn create_file(&self, rel: &Path) -> io::Result<(PathBuf, File)> {
         let path = self.path_of(rel)?;
         self.ensure_parents(rel)?;
-        let create = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing path {}", rel.display()),
+            ));
         };
+        let create = || self.create_in(parent, name);
         let f = match create() {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 self.clear(&path)?;
@@ -156,6 +160,30 @@ impl Writer {
         }
         .map_err(|e| err(&path, "cannot create", e))?;
         Ok((path, f))
+    }
+
+    /// Creates the new file `name` in the directory `parent` (relative to the target), with
+    /// `openat` relative to that directory, which stays open for the next file in it.
+    fn create_in(&self, parent: &Path, name: &OsStr) -> io::Result<File> {
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let mut cached = self.parent.borrow_mut();
+        let open = match cached.take() {
+            Some((p, fd)) if p == parent => (p, fd),
+            _ => {
+                let dir = self.target.join(parent);
+                let flags =
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                let fd = nix::fcntl::open(&dir, flags, Mode::empty())
+                    .map_err(|e| err(&dir, "cannot open directory", e.into()))?;
+                (parent.to_path_buf(), fd)
+            }
+        };
+        let dir = &cached.insert(open).1;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
+        Ok(File::from(fd))
     }
 
     /// Creates a symlink, fifo or device node at `rel`. Sockets are skipped (returns `None`).
