@@ -200,8 +200,7 @@ fn options(target: &Path) -> RestoreOptions {
 fn tiny_batches() -> RestoreTuning {
     RestoreTuning {
         connections: 3,
-        unseal_threads: 2,
-        write_threads: 3,
+        unseal_threads: 3,
         batch_files: 7,
         batch_blobs: 11,
         max_gap: 4096,

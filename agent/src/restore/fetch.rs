@@ -2,10 +2,10 @@
 //! neighbouring blobs of one pack), slicing the blobs out of it without copying and passing
 //! them to the unseal stage.
 //!
-//! Memory: a thread takes the range's length from the sealed-bytes [`Budget`] before its GET;
-//! the share is returned when every blob of the range has been opened, so the fetched bytes
-//! held at once stay within the budget whatever the snapshot (a single range larger than the
-//! whole budget waits for all of it). Plaintexts have a budget of their own (see `unseal`).
+//! Memory: a thread takes the range's length plus its blobs' plaintext lengths from the
+//! [`Budget`] before its GET; the share is returned when every blob of the range has been
+//! opened and written, so the bytes held at once stay within the budget whatever the snapshot
+//! (a single range larger than the whole budget waits for all of it).
 //!
 //! A range that cannot be read is narrowed down so that each blob gets its own verdict: a
 //! missing pack loses all its blobs, a truncated one only those past its end (the others are

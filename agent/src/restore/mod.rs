@@ -2,14 +2,14 @@
 //! queues:
 //!
 //! ```text
-//!  plan ──file chunks──▶ batch ──ranged reads──▶ fetch ──blobs──▶ unseal ──chunks──▶ write
-//!  (caller's thread:     (group by pack,         (`connections`   (one per         (threads:
-//!   dirs, specials,       sort by offset,         threads: one     CPU: decrypt     pwrite at
-//!   links, files          coalesce gaps           GET per range)   once, re-hash)   offsets,
-//!   created, blobs        ≤ 1 MiB)                                                  holes kept)
-//!   located)                 ▲                                                         │
-//!      ▲                     └───────────── batch complete (all its chunks written, ◀──┘
-//!      │                                    its files finished: length, verify, metadata)
+//!  plan ──file chunks──▶ batch ──ranged reads──▶ fetch ──blobs──▶ unseal and write
+//!  (caller's thread:     (group by pack,         (`connections`   (one thread per CPU: decrypt
+//!   dirs, specials,       sort by offset,         threads: one     once, re-hash, then pwrite
+//!   links, files          coalesce gaps           GET per range)   at every offset the blob
+//!   created, blobs        ≤ 1 MiB)                                 goes to, holes kept)
+//!   located)                 ▲                                                │
+//!      ▲                     └──── batch complete (all its chunks written, ◀──┘
+//!      │                           its files finished: length, verify, metadata)
 //!      └── deferred steps run: directory metadata (post-order), links to files just written
 //! ```
 //!
@@ -18,7 +18,8 @@
 //! * batch: up to `batch_files` files / `batch_blobs` blob references per batch; each blob is
 //!   fetched once per batch however many files use it; at most two batches exist at once.
 //! * fetch: one ranged GET per run of neighbouring blobs of a pack; in-flight bytes bounded.
-//! * unseal: decrypt, decompress, re-hash against the blob id; once per blob.
+//! * unseal: decrypt, decompress, re-hash against the blob id; once per blob; then write, on
+//!   the same thread, while the plaintext is still in the CPU's cache.
 //! * write: inside the target only; all-zero chunks left as holes; a file is finished (length,
 //!   `--verify`, metadata with times last) as soon as its last chunk is written, and a
 //!   directory's metadata waits until the batch holding the last thing inside it is complete.
@@ -98,10 +99,9 @@ pub enum RestoreError {
 pub struct RestoreTuning {
     /// Ranged GETs in flight at once (one fetch thread each).
     pub connections: usize,
-    /// Threads decrypting and checking blobs (0: one per CPU).
+    /// Threads decrypting and checking blobs and writing their plaintexts into the files
+    /// (0: one per CPU).
     pub unseal_threads: usize,
-    /// Threads writing file contents and finishing files.
-    pub write_threads: usize,
     /// Files with content per batch. At most two batches exist at once, and their files are
     /// open: keep twice this well below the open-file limit (`ulimit -n`, often 1024).
     pub batch_files: usize,
@@ -113,9 +113,9 @@ pub struct RestoreTuning {
     /// Longest single GET (a larger blob is still read whole); 0: a whole pack (the
     /// repository's pack size plus one chunk), so a batch reads each pack with one GET.
     pub max_range: u64,
-    /// Bytes held between fetch and write, at most: half for fetched ranges (held until their
-    /// blobs are opened), half for plaintexts (held until written). A single range or blob
-    /// larger than its half still goes through, alone.
+    /// Bytes held between fetch and write, at most: each fetched range and the plaintexts of
+    /// its blobs count until its last blob is written. A single range larger than this still
+    /// goes through, alone.
     pub in_flight_bytes: u64,
 }
 
@@ -124,12 +124,11 @@ impl Default for RestoreTuning {
         RestoreTuning {
             connections: 4,
             unseal_threads: 0,
-            write_threads: 2,
             batch_files: 256,
             batch_blobs: 4096,
             max_gap: 1 << 20,
             max_range: 0,
-            in_flight_bytes: 64 << 20,
+            in_flight_bytes: 32 << 20,
         }
     }
 }
@@ -263,32 +262,22 @@ pub fn run_with(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    // Half for fetched (sealed) ranges, half for plaintexts waiting to be written.
-    let sealed_budget = Budget::new(t.in_flight_bytes / 2);
-    let plain_budget = Budget::new(t.in_flight_bytes / 2);
+    let budget = Budget::new(t.in_flight_bytes);
     std::thread::scope(|s| {
-        let shared = &shared;
-        let (sealed_budget, plain_budget) = (&sealed_budget, &plain_budget);
+        let (shared, budget) = (&shared, &budget);
         let (fetch_tx, fetch_rx) = bounded(limits.blobs.min(1024));
         let (unseal_tx, unseal_rx) = bounded(2 * unseal_threads);
-        let (write_tx, write_rx) = bounded(64);
         for _ in 0..t.connections.max(1) {
             let (rx, tx) = (fetch_rx.clone(), unseal_tx.clone());
             spawn(s, "cairn-fetch", move || {
-                fetch::worker(shared, sealed_budget, rx, tx)
+                fetch::worker(shared, budget, rx, tx)
             })?;
         }
         for _ in 0..unseal_threads {
-            let (rx, tx) = (unseal_rx.clone(), write_tx.clone());
-            spawn(s, "cairn-unseal", move || {
-                unseal::worker(shared, plain_budget, rx, tx)
-            })?;
+            let rx = unseal_rx.clone();
+            spawn(s, "cairn-unseal", move || unseal::worker(shared, rx))?;
         }
-        for _ in 0..t.write_threads.max(1) {
-            let rx = write_rx.clone();
-            spawn(s, "cairn-write", move || write::worker(shared, rx))?;
-        }
-        drop((fetch_rx, unseal_tx, unseal_rx, write_tx, write_rx));
+        drop((fetch_rx, unseal_tx, unseal_rx));
 
         let mut planner = Planner::new(shared, writer, Batcher::new(limits, fetch_tx));
         let empty = Path::new("");

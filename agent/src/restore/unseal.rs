@@ -1,23 +1,24 @@
-//! Unseal stage: decrypts, decompresses and re-hashes each fetched blob once, on several
-//! threads, and hands its plaintext to the write stage for every place it goes (a blob shared
-//! by many files or offsets is opened once). An error names the pack and the blob and fails
-//! every file that needed it.
+//! Unseal stage: decrypts, decompresses and re-hashes each fetched blob once, on one thread per
+//! CPU, and writes its plaintext (through the write stage's [`write::write_blob`]) to every
+//! place it goes, on the same thread: a blob shared by many files or offsets is opened once, and
+//! its plaintext is copied into the files while it is still in the CPU's cache, with no hand-off
+//! to another thread. An error names the pack and the blob and fails every file that needed it.
 //!
-//! Memory: a thread takes the blob's plaintext length from the plaintext [`Budget`] before
-//! opening it, and the plaintext returns it when its last write is done; the sealed bytes'
-//! share (taken by the fetch stage) is returned as soon as the range's blobs are all opened.
+//! Memory: each thread holds one plaintext at a time; the range's share of the budget (taken by
+//! the fetch stage for its bytes and its blobs' plaintexts) is returned once its last blob is
+//! written.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_repo_format::index::BlobLocation;
 use cairn_repo_format::{Indexed, RepoError, Repository};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use super::Shared;
 use super::batch::Dest;
-use super::fetch::{Budget, Permit, lose};
-use super::write::WriteJob;
+use super::fetch::{Permit, lose};
+use super::write;
 
 /// A fetched blob and where its plaintext goes.
 pub struct UnsealJob<'b> {
@@ -31,78 +32,44 @@ pub struct UnsealJob<'b> {
     pub permit: Arc<Permit<'b>>,
 }
 
-/// A blob's verified plaintext, holding its share of the plaintext budget.
-pub struct Plain<'b> {
+/// A blob's verified plaintext.
+pub struct Plain {
     /// The bytes.
     pub data: Vec<u8>,
     /// All zeros: written as a hole.
     pub zero: bool,
-    _permit: Option<Permit<'b>>,
 }
 
 /// The verified plaintext of a fetched blob.
-pub fn unseal<'b>(
+pub fn unseal(
     repo: &Repository<Indexed>,
     loc: &BlobLocation,
     sealed: &[u8],
-) -> Result<Plain<'b>, RepoError> {
+) -> Result<Plain, RepoError> {
     let data = repo.open_located_blob(loc, sealed)?;
     let zero = data.iter().all(|&b| b == 0);
-    Ok(Plain {
-        data,
-        zero,
-        _permit: None,
-    })
+    Ok(Plain { data, zero })
 }
 
-/// The unseal thread: opens blobs until the channel closes.
-pub fn worker<'b>(
-    shared: &Shared<'_, '_>,
-    budget: &'b Budget,
-    jobs: Receiver<Vec<UnsealJob<'b>>>,
-    write: Sender<Vec<WriteJob<'b>>>,
-) {
-    for group in jobs {
-        let mut out = Vec::new();
-        for job in group {
-            let UnsealJob {
-                loc,
-                sealed,
-                dests,
-                permit,
-            } = job;
-            let need = loc.entry.raw_length as u64;
-            // Waiting for budget while holding unsent writes could wait for ever: the budget
-            // comes back only when writes finish. Send them first.
-            let share = match budget.try_acquire(need) {
-                Some(p) => p,
-                None => {
-                    if !out.is_empty() && write.send(std::mem::take(&mut out)).is_err() {
-                        return;
-                    }
-                    budget.acquire(need)
-                }
-            };
-            let plain = unseal(shared.repo, &loc, &sealed);
-            // The range's buffer goes when its last blob is opened.
-            drop((sealed, permit));
-            match plain {
-                Ok(mut plain) => {
-                    plain._permit = Some(share);
-                    let data = Arc::new(plain);
-                    for dest in dests {
-                        out.push(WriteJob {
-                            data: data.clone(),
-                            dest,
-                        });
-                    }
-                }
-                Err(e) => lose(shared, dests, &e),
+/// The unseal thread: opens blobs until the channel closes, and writes each one's plaintext to
+/// every place it goes while it is still in the CPU's cache.
+pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<Vec<UnsealJob<'_>>>) {
+    for job in jobs.into_iter().flatten() {
+        let UnsealJob {
+            loc,
+            sealed,
+            dests,
+            permit,
+        } = job;
+        match unseal(shared.repo, &loc, &sealed) {
+            Ok(plain) => {
+                drop(sealed);
+                write::write_blob(shared, &plain, dests);
             }
+            Err(e) => lose(shared, dests, &e),
         }
-        if !out.is_empty() && write.send(out).is_err() {
-            // The write stage is gone (a worker panicked): nothing more to do.
-            return;
-        }
+        // The range's share of the budget (its bytes and its blobs' plaintexts) goes back when
+        // its last blob is written.
+        drop(permit);
     }
 }

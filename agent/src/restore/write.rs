@@ -5,9 +5,10 @@
 //!   the plan checked (no `..`, no `/`); every existing component on the way is checked with
 //!   `lstat` and must be a real directory, so a symlink already in the target is never
 //!   followed; files are created with `O_EXCL | O_NOFOLLOW` after removing what was there, and
-//!   stay open for the write threads.
-//! * [`worker`]: writes each chunk with `pwrite` at its offset in the open file, skipping
-//!   all-zero chunks, so sparse files stay sparse.
+//!   stay open for the threads that write their contents.
+//! * [`write_blob`] (called by the unseal threads): writes a blob's plaintext with `pwrite` at
+//!   each of its offsets in the open files, skipping all-zero chunks, so sparse files stay
+//!   sparse.
 //! * [`finish_file`]: when a file's last chunk is written, sets its length, re-reads it against
 //!   the snapshot with `--verify`, and applies its metadata (times last).
 
@@ -19,12 +20,10 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cairn_repo_format::tree::{Node, NodeType};
 use cairn_repo_format::{BlobType, Indexed, Repository};
-use crossbeam_channel::Receiver;
 
 use super::Shared;
 use super::batch::{Dest, FileState};
@@ -256,42 +255,27 @@ pub fn write_chunk(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
     f.write_all_at(data, offset)
 }
 
-/// A blob's plaintext and one place it goes.
-pub struct WriteJob<'b> {
-    /// The plaintext (shared by every place the blob goes; its budget share is returned when
-    /// the last of them is written).
-    pub data: Arc<Plain<'b>>,
-    /// File and offset.
-    pub dest: Dest,
-}
-
-/// The write thread: writes chunks until the channel closes, finishing files as their last
-/// chunk goes in.
-pub fn worker(shared: &Shared<'_, '_>, groups: Receiver<Vec<WriteJob<'_>>>) {
-    for job in groups.into_iter().flatten() {
-        let WriteJob { data, dest } = job;
+/// Writes a blob's plaintext at every place it goes (a hole where it is all zeros), and
+/// finishes each file whose last chunk it was.
+pub fn write_blob(shared: &Shared<'_, '_>, plain: &Plain, dests: Vec<Dest>) {
+    let len = plain.data.len() as u64;
+    for dest in dests {
         let file = &dest.file;
         if !file.is_failed() {
-            let written = if data.zero {
+            let written = if plain.zero {
                 Ok(())
             } else {
-                let w = file.file.write_all_at(&data.data, dest.offset);
-                if w.is_ok() {
-                    file.written(dest.offset, data.data.len() as u64);
-                }
-                w
+                file.file
+                    .write_all_at(&plain.data, dest.offset)
+                    .map(|()| file.written(dest.offset, len))
             };
             match written {
                 Ok(()) => {
-                    shared
-                        .progress
-                        .bytes
-                        .fetch_add(data.data.len() as u64, Ordering::Relaxed);
+                    shared.progress.bytes.fetch_add(len, Ordering::Relaxed);
                 }
                 Err(e) => file.fail(shared, format!("{}: write: {e}", file.path.display())),
             }
         }
-        drop(data);
         dest.finish(shared);
     }
 }
