@@ -12,7 +12,7 @@ use cairn_repo_format::{Id, Indexed, Repository};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::read::{ChangeRules, unchanged_content};
-use super::tree::{DirBuilder, FinishedDir, Pending};
+use super::tree::{DirBuilder, DirFiles, FileReply, FinishedDir, Pending};
 use super::walk::WalkEvent;
 use super::{Progress, Warn};
 
@@ -23,7 +23,7 @@ pub struct FileJob {
     /// Its metadata from the walk.
     pub node: Node,
     /// Where the finished node (with content) goes; `None` if it could not be read.
-    pub reply: Sender<Option<Node>>,
+    pub reply: FileReply,
 }
 
 /// File jobs per message to the file threads, at most…
@@ -96,6 +96,7 @@ impl<'a> Archiver<'a> {
                 parent,
                 parent_id: parent_root,
                 entries: Vec::new(),
+                files: DirFiles::new(),
             });
         }
         a
@@ -133,6 +134,7 @@ impl<'a> Archiver<'a> {
                 parent,
                 parent_id,
                 entries: Vec::new(),
+                files: DirFiles::new(),
             });
             return Ok(());
         }
@@ -159,6 +161,7 @@ impl<'a> Archiver<'a> {
                     parent,
                     parent_id,
                     entries: Vec::new(),
+                    files: DirFiles::new(),
                 });
             }
             NodeType::File => self.file(path, node, old)?,
@@ -206,8 +209,8 @@ impl<'a> Archiver<'a> {
             &p.files_new
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let (reply, rx) = bounded(1);
-        dir.entries.push(Pending::File(rx));
+        let (index, reply) = dir.files.add();
+        dir.entries.push(Pending::File(index));
         self.pending_bytes += node.size;
         self.pending_jobs.push(FileJob { path, node, reply });
         if self.pending_jobs.len() >= JOB_FILES || self.pending_bytes >= JOB_BYTES {
@@ -229,6 +232,7 @@ impl<'a> Archiver<'a> {
     fn close_top(&mut self) -> Result<(), Stopped> {
         self.send_jobs()?;
         let mut dir = self.stack.pop().expect("close_top on a non-empty stack");
+        dir.files.close();
         let (reply, rx) = bounded(1);
         let node = dir.node.take();
         let parent_dir = self.stack.last_mut();

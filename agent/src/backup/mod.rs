@@ -310,13 +310,13 @@ fn file_job(
     match read_file(&mut job, reader, repo, dedup, out, progress, warn) {
         Ok(()) => {
             progress.files_done.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(Some(job.node));
+            job.reply.send(Some(job.node));
         }
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return false,
         Err(e) => {
             progress.errors.fetch_add(1, Ordering::Relaxed);
             warn(&job.path, &format!("not backed up: {e}"));
-            let _ = job.reply.send(None);
+            job.reply.send(None);
         }
     }
     true
