@@ -73,7 +73,7 @@ pub fn changed_while_reading(before: &std::fs::Metadata, after: &std::fs::Metada
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use cairn_repo_format::Id;
     use cairn_repo_format::compress::Compression;
@@ -81,7 +81,8 @@ mod tests {
     use cairn_repo_format::pack::PackEntry;
     use cairn_repo_format::tree::RawBytes;
 
-    fn node(size: u64, mtime_ns: u32, inode: u64) -> Node {
+    /// A regular file's node named `f` (also used by the tree stage's tests).
+    pub(in crate::backup) fn node(size: u64, mtime_ns: u32, inode: u64) -> Node {
         let t = chrono::DateTime::from_timestamp(1_700_000_000, mtime_ns).unwrap();
         Node {
             name: RawBytes(b"f".to_vec()),

@@ -221,31 +221,12 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_repo_format::tree::{NodeType, RawBytes};
+    use cairn_repo_format::tree::RawBytes;
 
     fn file(name: &str) -> Node {
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        Node {
-            name: RawBytes(name.as_bytes().to_vec()),
-            kind: NodeType::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: String::new(),
-            group: String::new(),
-            mtime: t,
-            atime: t,
-            ctime: t,
-            size: 0,
-            inode: 0,
-            device: 0,
-            links: 1,
-            rdev: 0,
-            linktarget: None,
-            xattrs: vec![],
-            content: Some(vec![]),
-            subtree: None,
-        }
+        let mut n = crate::backup::read::tests::node(0, 0, 0);
+        n.name = RawBytes(name.as_bytes().to_vec());
+        n
     }
 
     #[test]
