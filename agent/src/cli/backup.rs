@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use cairn_agent::backup::{self, BackupOptions, ChangeRules, ParentChoice, Progress};
-use cairn_agent::filter::Patterns;
-use cairn_agent::select;
+use cairn_engine::backup::{self, BackupOptions, ChangeRules, ParentChoice, Progress};
+use cairn_engine::filter::Patterns;
+use cairn_engine::select;
 
 use super::args::BackupArgs;
 use super::progress::Display;
@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
             )
         })?;
     }
-    let repo = cairn_agent::lock::index_for_backup(ctx.open()?)?;
+    let repo = cairn_engine::lock::index_for_backup(ctx.open()?)?;
     let mut opts = options(ctx, &a, &repo)?;
     let show = out.progress();
     opts.scan = show;

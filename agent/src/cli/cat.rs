@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn_agent::select;
+use cairn_engine::select;
 use cairn_repo_format::key::KeyFile;
 use cairn_repo_format::pack::PackEntry;
 use cairn_repo_format::{BlobType, FileKind, Id, Opened, Repository};

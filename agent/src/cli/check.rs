@@ -1,7 +1,7 @@
-//! `cairn check`: runs [`cairn_agent::check`] and prints each finding as it comes.
+//! `cairn check`: runs [`cairn_engine::check`] and prints each finding as it comes.
 
 use anyhow::{Result, bail};
-use cairn_agent::check::{self, CheckOptions, Severity, Subset};
+use cairn_engine::check::{self, CheckOptions, Severity, Subset};
 
 use super::args::CheckArgs;
 use super::{Ctx, Out, Outcome, bytes};

@@ -1,7 +1,7 @@
 //! `cairn copy --from-repo OTHER [SNAPSHOT…]`.
 
 use anyhow::Result;
-use cairn_agent::{copy, select};
+use cairn_engine::{copy, select};
 
 use super::args::CopyArgs;
 use super::{Ctx, Out, Outcome, bytes};

@@ -1,7 +1,7 @@
 //! `cairn diff SNAP1 SNAP2`.
 
 use anyhow::Result;
-use cairn_agent::{diff, select};
+use cairn_engine::{diff, select};
 
 use super::args::DiffArgs;
 use super::{Ctx, Out, Outcome};

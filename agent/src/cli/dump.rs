@@ -3,8 +3,8 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::{Result, bail};
-use cairn_agent::restore::plan::find_subpath;
-use cairn_agent::{dump, select};
+use cairn_engine::restore::plan::find_subpath;
+use cairn_engine::{dump, select};
 use cairn_repo_format::tree::NodeType;
 
 use super::args::DumpArgs;

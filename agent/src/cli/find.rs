@@ -1,8 +1,8 @@
 //! `cairn find PATTERN…`.
 
 use anyhow::Result;
-use cairn_agent::filter::Patterns;
-use cairn_agent::{find, select};
+use cairn_engine::filter::Patterns;
+use cairn_engine::{find, select};
 
 use super::args::FindArgs;
 use super::{Ctx, Out, Outcome};

@@ -2,8 +2,8 @@
 //! removed, remove (unless --dry-run), then prune if asked.
 
 use anyhow::{Result, bail};
-use cairn_agent::forget::{self, GroupBy, Period, Policy, Span};
-use cairn_agent::select;
+use cairn_engine::forget::{self, GroupBy, Period, Policy, Span};
+use cairn_engine::select;
 
 use super::args::ForgetArgs;
 use super::{Ctx, Out, Outcome};

@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use anyhow::{Result, bail};
-use cairn_agent::restore::plan::{find_subpath, snap_path};
-use cairn_agent::select;
+use cairn_engine::restore::plan::{find_subpath, snap_path};
+use cairn_engine::select;
 use cairn_repo_format::tree::{Node, NodeType};
 use cairn_repo_format::{Id, Indexed, Repository};
 

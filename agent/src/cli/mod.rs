@@ -25,8 +25,8 @@ mod unlock;
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn_agent::location::{Location, LocationError, Transfer};
-use cairn_agent::select::SnapshotFilter;
+use cairn_engine::location::{Location, LocationError, Transfer};
+use cairn_engine::select::SnapshotFilter;
 use cairn_repo_format::{BackendError, Indexed, Opened, RepoError, Repository};
 
 use args::{Cli, Command, FilterArgs};
@@ -288,5 +288,5 @@ impl FilterArgs {
 
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
-    cairn_agent::human_bytes(n)
+    cairn_engine::human_bytes(n)
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cairn_agent::backup::Progress;
-use cairn_agent::restore::RestoreProgress;
+use cairn_engine::backup::Progress;
+use cairn_engine::restore::RestoreProgress;
 use crossbeam_channel::{Sender, bounded};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

@@ -1,7 +1,7 @@
 //! `cairn prune`: flags → [`PruneOptions`], run, print what was done and what waits.
 
 use anyhow::{Result, bail};
-use cairn_agent::prune::{self, PruneOptions};
+use cairn_engine::prune::{self, PruneOptions};
 
 use super::args::{PruneArgs, PruneOpts};
 use super::{Ctx, Out, Outcome, bytes};

@@ -1,7 +1,7 @@
 //! `cairn repair index|snapshots`.
 
 use anyhow::Result;
-use cairn_agent::{repair, select};
+use cairn_engine::{repair, select};
 
 use super::args::RepairCommand;
 use super::{Ctx, Out, Outcome};

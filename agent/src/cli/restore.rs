@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use cairn_agent::filter::Patterns;
-use cairn_agent::restore::{self, RestoreOptions, RestoreProgress};
-use cairn_agent::select;
+use cairn_engine::filter::Patterns;
+use cairn_engine::restore::{self, RestoreOptions, RestoreProgress};
+use cairn_engine::select;
 
 use super::args::RestoreArgs;
 use super::progress::Display;

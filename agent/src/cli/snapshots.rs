@@ -1,7 +1,7 @@
 //! `cairn snapshots`: lists snapshots, oldest first.
 
 use anyhow::Result;
-use cairn_agent::select;
+use cairn_engine::select;
 
 use super::args::FilterArgs;
 use super::{Ctx, Out, Outcome, bytes};

@@ -1,7 +1,7 @@
 //! `cairn stats [--mode restore-size|raw-data]`.
 
 use anyhow::Result;
-use cairn_agent::{select, stats};
+use cairn_engine::{select, stats};
 
 use super::args::StatsArgs;
 use super::{Ctx, Out, Outcome, bytes};

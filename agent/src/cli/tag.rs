@@ -2,7 +2,7 @@
 //! a changed snapshot is written anew (recording the one it replaces) and the old one removed.
 
 use anyhow::{Result, bail};
-use cairn_agent::select;
+use cairn_engine::select;
 
 use super::args::TagArgs;
 use super::{Ctx, Out, Outcome};
@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: TagArgs) -> Result<Outcome> {
         new.tags = tags;
         new.original = Some(snap.original.unwrap_or(id));
         let new_id = repo.save_snapshot(&new)?;
-        cairn_agent::forget::remove(&repo, &id)?;
+        cairn_engine::forget::remove(&repo, &id)?;
         changed += 1;
         out.info(format!(
             "{} → {} tags [{}]",

@@ -1,7 +1,7 @@
 //! Builds a synthetic repository of N small data blobs, for measuring `prune` and `check` at
 //! scale without backing up terabytes. It writes through the repository-format library exactly
 //! what a backup would: packs, index files (after every 8 packs, 50 000 blobs or 60 s, as
-//! `agent/src/backup/upload.rs` does), tree blobs and two snapshots.
+//! `engine/src/backup/upload.rs` does), tree blobs and two snapshots.
 //!
 //! Usage: `synth-repo DIR N` (password: `$CAIRN_PASSWORD`, else `synth`). Prints the ids of
 //! snapshots A and B.

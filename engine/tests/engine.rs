@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use cairn_agent::backup::{self, BackupError, BackupOptions, Progress};
-use cairn_agent::restore::{self, RestoreOptions, RestoreProgress};
+use cairn_engine::backup::{self, BackupError, BackupOptions, Progress};
+use cairn_engine::restore::{self, RestoreOptions, RestoreProgress};
 use cairn_repo_format::backend::ObjectInfo;
 use cairn_repo_format::config::Config;
 use cairn_repo_format::key::KdfParams;
@@ -253,15 +253,15 @@ fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_re
         stored >= indexed && stored <= 6,
         "{stored} stored, {indexed} indexed"
     );
-    let checked = cairn_agent::check::run(
+    let checked = cairn_engine::check::run(
         repo.into_opened(),
-        &cairn_agent::check::CheckOptions {
-            read_data: Some(cairn_agent::check::Subset::All),
+        &cairn_engine::check::CheckOptions {
+            read_data: Some(cairn_engine::check::Subset::All),
             threads: 2,
         },
         &mut |f| {
             assert!(
-                f.severity != cairn_agent::check::Severity::Error,
+                f.severity != cairn_engine::check::Severity::Error,
                 "{}",
                 f.message
             )

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use cairn_agent::forget::{GroupBy, Period, Policy, Span, apply, plan};
+use cairn_engine::forget::{GroupBy, Period, Policy, Span, apply, plan};
 use cairn_repo_format::Id;
 use cairn_repo_format::snapshot::Snapshot;
 use chrono::{DateTime, TimeZone, Utc};

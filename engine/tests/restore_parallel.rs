@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cairn_agent::backup::{self, BackupOptions, Progress};
-use cairn_agent::restore::{self, RestoreOptions, RestoreProgress, RestoreTuning};
+use cairn_engine::backup::{self, BackupOptions, Progress};
+use cairn_engine::restore::{self, RestoreOptions, RestoreProgress, RestoreTuning};
 use cairn_repo_format::backend::ObjectInfo;
 use cairn_repo_format::config::Config;
 use cairn_repo_format::key::KdfParams;
