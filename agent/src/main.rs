@@ -3,6 +3,7 @@
 //! not be read, 10 no repository, 12 wrong password.
 
 mod cli;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -29,9 +30,27 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    let cancel = cairn_engine::Cancel::new();
+    let caught = signals::watch(cancel.clone());
     let args = cli::args::Cli::parse();
     let json = args.json;
-    match cli::run(args) {
+    let result = cli::run(args, cancel);
+    if let Some(sig) = caught.signal() {
+        // Stopped by SIGINT/SIGTERM: one line, whatever the command was doing.
+        let what = match &result {
+            Ok(_) => "finished before it could stop".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        let code = signals::exit_code(sig);
+        if json {
+            let msg = serde_json::json!({ "error": what, "signal": signals::name(sig), "exit_code": code });
+            eprintln!("{msg}");
+        } else {
+            eprintln!("cairn: interrupted by {}: {what}", signals::name(sig));
+        }
+        return ExitCode::from(code);
+    }
+    match result {
         Ok(cli::Outcome::Success) => ExitCode::SUCCESS,
         Ok(cli::Outcome::Partial) => ExitCode::from(3),
         Err(e) => {

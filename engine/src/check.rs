@@ -22,6 +22,8 @@ use cairn_repo_format::{Backend, BackendError};
 use cairn_repo_format::{FileKind, Id, Indexed, Opened, RepoError, Repository};
 use crossbeam_channel::bounded;
 
+use crate::Context;
+use crate::events::{Event, Severity};
 use crate::inventory;
 use crate::reach::Reach;
 
@@ -86,39 +88,12 @@ impl Subset {
 }
 
 /// What to check.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
     /// Download and verify pack contents (all or a subset).
     pub read_data: Option<Subset>,
-    /// Packs read at once.
+    /// Packs read at once (0: the backend's default, [`cairn_repo_format::Backend::parallelism`]).
     pub threads: usize,
-}
-
-impl Default for CheckOptions {
-    fn default() -> Self {
-        CheckOptions {
-            read_data: None,
-            threads: 4,
-        }
-    }
-}
-
-/// How serious a finding is: errors make `check` fail, warnings do not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    /// The repository is damaged: some data cannot be restored.
-    Error,
-    /// Worth knowing, nothing lost (for example packs no index names yet).
-    Warning,
-}
-
-/// One finding, naming the object.
-#[derive(Clone, Debug)]
-pub struct Finding {
-    /// Error or warning.
-    pub severity: Severity,
-    /// What and where.
-    pub message: String,
 }
 
 /// Totals.
@@ -140,44 +115,55 @@ pub struct CheckSummary {
     pub bytes_read: u64,
 }
 
+/// Why `check` stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Storage could not be listed or reached at all.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The host cancelled the check.
+    #[error("check cancelled")]
+    Cancelled,
+}
+
+/// Counts findings by severity and passes them on.
 struct Reporter<'a> {
     summary: CheckSummary,
-    report: &'a mut dyn FnMut(&Finding),
+    cx: &'a Context,
 }
 
 impl Reporter<'_> {
-    fn add(&mut self, severity: Severity, message: String) {
-        match severity {
+    fn add(&mut self, e: Event) {
+        match e.severity() {
             Severity::Error => self.summary.errors += 1,
             Severity::Warning => self.summary.warnings += 1,
+            Severity::Info => {}
         }
-        (self.report)(&Finding { severity, message });
-    }
-    fn error(&mut self, m: impl ToString) {
-        self.add(Severity::Error, m.to_string())
-    }
-    fn warn(&mut self, m: impl ToString) {
-        self.add(Severity::Warning, m.to_string())
+        self.cx.emit(e);
     }
 }
 
-/// Checks the repository; each finding goes to `report` as it is found. Only failure to
-/// list or reach the storage at all is an `Err`.
+/// Checks the repository; each finding goes out as an event as it is found (errors make the
+/// check fail, warnings do not). Only failure to list or reach the storage at all, or a
+/// cancel, is an `Err`.
 pub fn run(
     repo: Repository<Opened>,
     opts: &CheckOptions,
-    report: &mut dyn FnMut(&Finding),
-) -> Result<CheckSummary, RepoError> {
+    cx: &Context,
+) -> Result<CheckSummary, CheckError> {
     let mut r = Reporter {
         summary: CheckSummary::default(),
-        report,
+        cx,
     };
     for (id, k) in repo.keys()? {
         if let Err(e) = k {
-            r.error(format!("key {id}: {e}"));
+            r.add(Event::ObjectDamaged {
+                object: FileKind::Key.path(&id),
+                problem: e.to_string(),
+            });
         }
     }
-    let (repo, _inventory) = inventory::load(repo, &mut |e| r.error(e))?;
+    let (repo, _inventory) = inventory::load(repo, &mut |e| r.add(Event::from_repo_error(&e)))?;
     let listed = inventory::list_packs(&repo)?;
     r.summary.packs = listed.len() as u64;
 
@@ -196,10 +182,10 @@ pub fn run(
         .collect();
     missing.sort();
     for (pack, n) in missing {
-        r.error(format!(
-            "{}: indexed but missing from the repository ({n} blobs lost)",
-            FileKind::Pack.path(pack)
-        ));
+        r.add(Event::PackMissing {
+            pack: *pack,
+            blobs: *n,
+        });
     }
     let mut unindexed: Vec<&Id> = listed
         .keys()
@@ -207,20 +193,19 @@ pub fn run(
         .collect();
     unindexed.sort();
     for pack in unindexed {
-        r.warn(format!(
-            "{}: not in any index (left by an interrupted backup or one still running; `cairn prune` removes it once unused)",
-            FileKind::Pack.path(pack)
-        ));
+        r.add(Event::PackUnindexed { pack: *pack });
     }
 
     check_packs(&repo, opts, &expected, &listed, &mut r);
+    cx.cancel.check().map_err(|_| CheckError::Cancelled)?;
     check_snapshots(&repo, &mut r)?;
+    cx.cancel.check().map_err(|_| CheckError::Cancelled)?;
     Ok(r.summary)
 }
 
 /// What a pack worker found.
 struct PackResult {
-    findings: Vec<(Severity, String)>,
+    findings: Vec<Event>,
     read: Option<(u64, u64)>,
 }
 
@@ -237,14 +222,21 @@ fn check_packs(
         .copied()
         .collect();
     packs.sort();
-    let threads = opts.threads.max(1);
+    let threads = match opts.threads {
+        0 => repo.backend().parallelism().reads.max(1),
+        n => n,
+    };
     let (job_tx, job_rx) = bounded::<(Id, bool)>(threads * 2);
     let (res_tx, res_rx) = bounded::<PackResult>(threads * 2);
+    let r_cancel = &r.cx.cancel;
     std::thread::scope(|s| {
         for _ in 0..threads {
             let (jobs, results) = (job_rx.clone(), res_tx.clone());
             s.spawn(move || {
                 for (pack, whole) in jobs {
+                    if r_cancel.is_cancelled() {
+                        return;
+                    }
                     let n = expected.get(&pack).copied().unwrap_or(0);
                     let size = listed.get(&pack).copied().unwrap_or(0);
                     if results
@@ -259,6 +251,9 @@ fn check_packs(
         drop((job_rx, res_tx));
         let feeder = s.spawn(move || {
             for p in packs {
+                if r_cancel.is_cancelled() {
+                    return;
+                }
                 let whole = opts.read_data.is_some_and(|sub| sub.includes(&p));
                 if job_tx.send((p, whole)).is_err() {
                     return;
@@ -266,8 +261,8 @@ fn check_packs(
             }
         });
         for res in res_rx {
-            for (sev, msg) in res.findings {
-                r.add(sev, msg);
+            for e in res.findings {
+                r.add(e);
             }
             if let Some((bytes, blobs)) = res.read {
                 r.summary.packs_read += 1;
@@ -293,11 +288,19 @@ fn check_pack(
         findings: Vec::new(),
         read: None,
     };
-    let mut error = |m: String| out.findings.push((Severity::Error, m));
+    let mut error = |m: String| {
+        out.findings.push(Event::ObjectDamaged {
+            object: path.clone(),
+            problem: m,
+        })
+    };
     let header = match repo.read_pack_header_of(pack, size) {
         Ok(h) => h,
         Err(e) => {
-            error(e.to_string());
+            error(match e {
+                RepoError::Corrupt { reason, .. } => reason,
+                e => e.to_string(),
+            });
             Vec::new()
         }
     };
@@ -315,7 +318,7 @@ fn check_pack(
         if let Some(loc) = loc {
             if loc.entry != *e {
                 error(format!(
-                    "{path}: {} blob {}: the index says {:?}, the pack header says {:?}",
+                    "{} blob {}: the index says {:?}, the pack header says {:?}",
                     e.ty.name(),
                     e.id,
                     loc.entry,
@@ -327,12 +330,13 @@ fn check_pack(
     }
     if !header.is_empty() && matched < expected {
         error(format!(
-            "{path}: the index lists {} blobs in this pack that its header does not contain",
+            "the index lists {} blobs in this pack that its header does not contain",
             expected - matched
         ));
     }
     if whole {
         let mut blobs = 0;
+        let mut damaged = Vec::new();
         let read = read_in_pieces(
             repo.backend().as_ref(),
             &path,
@@ -343,20 +347,24 @@ fn check_pack(
                 let opened =
                     open_blob(repo.key(), e.ty, &e.id, e.compression, e.raw_length, sealed);
                 if let Err(err) = opened {
-                    error(format!("{path}: {} blob {}: {err}", e.ty.name(), e.id));
+                    damaged.push(Event::BlobDamaged {
+                        pack: *pack,
+                        blob_type: e.ty.name(),
+                        blob: e.id,
+                        problem: err.to_string(),
+                    });
                 }
             },
         );
         match read {
             Ok(id) if id == *pack => out.read = Some((size, blobs)),
             Ok(_) => {
-                error(format!(
-                    "{path}: content does not match its name (corrupt, truncated or tampered)"
-                ));
+                error("content does not match its name (corrupt, truncated or tampered)".into());
                 out.read = Some((size, blobs));
             }
-            Err(e) => error(format!("{path}: cannot read: {e}")),
+            Err(e) => error(format!("cannot read: {e}")),
         }
+        out.findings.extend(damaged);
     }
     out
 }
@@ -419,7 +427,7 @@ fn check_snapshots(repo: &Repository<Indexed>, r: &mut Reporter<'_>) -> Result<(
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
     let mut reach = Reach::new(repo);
-    r.summary.snapshots = reach.walk_snapshots(&ids, &mut Default::default(), &mut |p| r.error(p));
+    r.summary.snapshots = reach.walk_snapshots(&ids, &mut Default::default(), &mut |e| r.add(e));
     Ok(())
 }
 

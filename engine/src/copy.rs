@@ -116,7 +116,7 @@ pub fn run(
     let (copier_result, packed) = std::thread::scope(|s| {
         let dst_ref = &dst;
         let progress = &progress;
-        let packer = s.spawn(move || pack::run(dst_ref, rx, 2, progress));
+        let packer = s.spawn(move || pack::run(dst_ref, rx, 2, progress, &crate::Cancel::new()));
         let mut copier = Copier {
             src,
             dst: &dst,

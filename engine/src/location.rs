@@ -75,6 +75,9 @@ pub enum LocationError {
         /// The usual command that creates it.
         create: String,
     },
+    /// A transfer setting cannot work.
+    #[error(transparent)]
+    Settings(#[from] crate::open::SettingsError),
     /// The backend could not be set up.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -88,9 +91,13 @@ fn split_bucket(url: &str, rest: &str) -> Result<(String, String), LocationError
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
-/// How the process talks to storage, whatever the location: rate limits.
+/// How the process talks to storage, whatever the location: requests in flight and rate
+/// limits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transfer {
+    /// Storage requests in flight (`--connections`); `None` for the backend's default
+    /// ([`cairn_repo_format::backend::Parallelism`]).
+    pub connections: Option<usize>,
     /// Upload limit in KiB/s (`--limit-upload`).
     pub limit_upload_kib: Option<u64>,
     /// Download limit in KiB/s (`--limit-download`).
@@ -156,6 +163,9 @@ impl Backend for Raw {
     fn spool(&self, capacity: usize) -> Result<Spool, BackendError> {
         self.get().spool(capacity)
     }
+    fn parallelism(&self) -> cairn_repo_format::backend::Parallelism {
+        self.get().parallelism()
+    }
     fn remove_stale_temporaries(
         &self,
         before: std::time::SystemTime,
@@ -203,27 +213,6 @@ impl Location {
             Location::S3 { bucket, prefix } => Raw::Store(Box::new(cloud::s3(bucket, prefix)?)),
             Location::Gcs { bucket, prefix } => Raw::Store(Box::new(cloud::gcs(bucket, prefix)?)),
         })
-    }
-
-    /// Requests in flight at once when none is configured: one per CPU for a local directory
-    /// (the work per request is CPU-bound there), 8 for object stores, where latency dominates.
-    pub fn default_connections(&self) -> usize {
-        match self {
-            Location::Local(_) => std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .max(2),
-            _ => 8,
-        }
-    }
-
-    /// Pack uploads in flight during a backup when none is configured: one for a local
-    /// directory (storing a pack takes milliseconds there, and each upload in flight holds a
-    /// pack in memory), 8 for object stores.
-    pub fn default_upload_connections(&self) -> usize {
-        match self {
-            Location::Local(_) => 1,
-            _ => 8,
-        }
     }
 
     /// Opens an existing location with no rate limits.

@@ -35,6 +35,8 @@ use cairn_repo_format::{
 };
 use chrono::{DateTime, Utc};
 
+use crate::Context;
+use crate::events::Event;
 use crate::inventory::{self, CondemnedList};
 use crate::lock::{LockError, RepoLock};
 use crate::reach::Reach;
@@ -116,6 +118,23 @@ pub enum PruneError {
     /// Storage failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The host cancelled the prune between two of its steps; the repository is as a prune
+    /// killed there leaves it (valid), and the next prune finishes the job.
+    #[error("prune cancelled")]
+    Cancelled,
+}
+
+/// Stops a prune between steps once the host cancelled it.
+fn step_check(cx: &Context) -> Result<(), PruneError> {
+    cx.cancel.check().map_err(|_| PruneError::Cancelled)
+}
+
+/// Reports a step.
+fn step(cx: &Context, message: String) {
+    cx.emit(Event::Step {
+        operation: "prune",
+        message,
+    });
 }
 
 /// Per main-index pack: what the mark phase found.
@@ -125,12 +144,13 @@ struct PackUse {
     used_bytes: u64,
 }
 
-/// Runs a prune. `log` receives one line per notable step.
+/// Runs a prune, reporting each notable step as an event.
 pub fn run(
     repo: Repository<Opened>,
     opts: &PruneOptions,
-    log: &mut dyn FnMut(&str),
+    cx: &Context,
 ) -> Result<PruneStats, PruneError> {
+    step_check(cx)?;
     let _lock = RepoLock::acquire(&repo, LockKind::Prune)?;
     let started = Utc::now();
     let mut damaged = Vec::new();
@@ -144,8 +164,9 @@ pub fn run(
         ..Default::default()
     };
     if !opts.dry_run {
-        stats.temporaries_removed = remove_stale_temporaries(&repo, log)?;
+        stats.temporaries_removed = remove_stale_temporaries(&repo, cx)?;
     }
+    step_check(cx)?;
 
     // Mark.
     let mut reach = Reach::new(&repo);
@@ -212,16 +233,19 @@ pub fn run(
         .collect();
     unindexed.sort();
     let repack = choose_repack(&mut partial, opts, stats.used_bytes);
-    log(&format!(
-        "{} snapshots; {} packs: {} unused, {} to repack, {} in no index; {} used, {} unused",
-        stats.snapshots,
-        listed.len(),
-        condemn.len(),
-        repack.len(),
-        unindexed.len(),
-        crate::human_bytes(stats.used_bytes),
-        crate::human_bytes(stats.unused_bytes)
-    ));
+    step(
+        cx,
+        format!(
+            "{} snapshots; {} packs: {} unused, {} to repack, {} in no index; {} used, {} unused",
+            stats.snapshots,
+            listed.len(),
+            condemn.len(),
+            repack.len(),
+            unindexed.len(),
+            crate::human_bytes(stats.used_bytes),
+            crate::human_bytes(stats.unused_bytes)
+        ),
+    );
     if opts.dry_run {
         stats.packs_unused = condemn.len() as u64;
         stats.packs_repacked = repack.len() as u64;
@@ -235,7 +259,8 @@ pub fn run(
     let leaving_positions = grouped(&index, |pack| leaving.contains(&pack));
 
     // Repack: new packs are indexed as they are stored, like a backup's.
-    repack_packs(&repo, &repack, &leaving_positions, &used, &mut stats)?;
+    step_check(cx)?;
+    repack_packs(&repo, &repack, &leaving_positions, &used, &mut stats, cx)?;
     stats.packs_unused = condemn.len() as u64;
 
     // Unindexed packs are condemned with the entries of their headers (one that cannot be
@@ -243,7 +268,7 @@ pub fn run(
     let mut unindexed_entries = Vec::new();
     for pack in &unindexed {
         let entries = repo.read_pack_header(pack).unwrap_or_else(|e| {
-            log(&format!("{e} (condemned without entries)"));
+            step(cx, format!("{e} (condemned without entries)"));
             Vec::new()
         });
         unindexed_entries.push((*pack, entries));
@@ -251,6 +276,7 @@ pub fn run(
     stats.packs_unindexed = unindexed.len() as u64;
 
     // Commit: uncommitted lists, new index, old index gone, committed lists.
+    step_check(cx)?;
     let condemned_groups =
         || groups(&index, &leaving_positions).chain(unindexed_entries.iter().cloned());
     let pre = write_condemned(&repo, condemned_groups(), false)?;
@@ -274,6 +300,7 @@ pub fn run(
     drop((index, usage, used, used_pending, leaving_positions));
 
     // Sweep.
+    step_check(cx)?;
     sweep(
         repo,
         &lists,
@@ -282,7 +309,7 @@ pub fn run(
         &needed_pending,
         &listed,
         &mut stats,
-        log,
+        cx,
     )?;
     Ok(stats)
 }
@@ -304,7 +331,7 @@ fn mark(
 ) -> Result<(), RepoError> {
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
-    stats.snapshots += reach.walk_snapshots(&ids, walked, &mut |p| damaged.push(p));
+    stats.snapshots += reach.walk_snapshots(&ids, walked, &mut |p| damaged.push(p.to_string()));
     Ok(())
 }
 
@@ -414,6 +441,7 @@ fn repack_packs(
     leaving_positions: &[u32],
     used: &crate::reach::BitSet,
     stats: &mut PruneStats,
+    cx: &Context,
 ) -> Result<(), PruneError> {
     let target = repo.config().pack_size as u64;
     let progress = crate::backup::Progress::default();
@@ -427,6 +455,12 @@ fn repack_packs(
         let n = index.entry_at(run[0] as usize).0;
         if !repack.contains(&n) {
             continue;
+        }
+        // Stopping here leaves the packs written so far stored and indexed (duplicates of
+        // blobs the old packs still hold, which the next prune removes).
+        if cx.cancel.is_cancelled() {
+            uploader.flush()?;
+            return Err(PruneError::Cancelled);
         }
         let pack = index.packs()[n as usize];
         let path = FileKind::Pack.path(&pack);
@@ -490,10 +524,7 @@ fn delete(repo: &Repository<Indexed>, path: &str) -> Result<(), RepoError> {
 const TEMPORARY_MARGIN: chrono::Duration = chrono::Duration::hours(1);
 
 /// Removes the temporary files killed writers left (see [`TEMPORARY_MARGIN`]).
-fn remove_stale_temporaries(
-    repo: &Repository<Indexed>,
-    log: &mut dyn FnMut(&str),
-) -> Result<u64, PruneError> {
+fn remove_stale_temporaries(repo: &Repository<Indexed>, cx: &Context) -> Result<u64, PruneError> {
     let now = Utc::now();
     let oldest = repo
         .locks()?
@@ -510,9 +541,7 @@ fn remove_stale_temporaries(
         .remove_stale_temporaries(before)
         .map_err(RepoError::from)?;
     for name in &removed {
-        log(&format!(
-            "removed {name}, a temporary file left by an interrupted writer"
-        ));
+        cx.emit(Event::TemporaryRemoved { name: name.clone() });
     }
     Ok(removed.len() as u64)
 }
@@ -526,7 +555,7 @@ fn sweep(
     needed_pending: &HashSet<Id>,
     listed: &HashMap<Id, u64>,
     stats: &mut PruneStats,
-    log: &mut dyn FnMut(&str),
+    cx: &Context,
 ) -> Result<(), PruneError> {
     if lists.is_empty() {
         return Ok(());
@@ -548,7 +577,18 @@ fn sweep(
             started
         };
         match running.iter().find(|(_, l)| l.started < since + CLOCK_SKEW) {
-            Some((id, l)) => stats.deferred.push(format!(
+            Some((id, l)) => {
+                cx.emit(Event::LockWaited {
+                    lock: *id,
+                    holder: format!("{} pid {}", l.hostname, l.pid),
+                    since: l.started.to_rfc3339(),
+                    waiting: format!(
+                        "deleting the {} packs of {}",
+                        list.packs.len(),
+                        FileKind::Condemned.path(&list.id)
+                    ),
+                });
+                stats.deferred.push(format!(
                 "{}: {} packs wait for the backup holding lock {} ({} pid {}, started {}); a later prune deletes them (`cairn unlock` if that backup is gone)",
                 FileKind::Condemned.path(&list.id),
                 list.packs.len(),
@@ -556,7 +596,8 @@ fn sweep(
                 l.hostname,
                 l.pid,
                 l.started.to_rfc3339()
-            )),
+            ))
+            }
             None => eligible.push(list),
         }
     }
@@ -603,10 +644,13 @@ fn sweep(
     if !rescue.is_empty() {
         repo.save_index(rescue.iter().map(|(p, e)| (p, e.as_slice())))?;
         stats.packs_rescued += rescue.len() as u64;
-        log(&format!(
-            "{} condemned packs are needed by snapshots written meanwhile; re-indexed",
-            rescue.len()
-        ));
+        step(
+            cx,
+            format!(
+                "{} condemned packs are needed by snapshots written meanwhile; re-indexed",
+                rescue.len()
+            ),
+        );
     }
     delete_packs.sort();
     delete_packs.dedup();

@@ -52,6 +52,30 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// As an event, for the snapshot being walked.
+    pub fn into_event(self, snapshot: Option<Id>) -> crate::Event {
+        match self {
+            Problem::Missing { ty, id, path } => crate::Event::BlobMissing {
+                snapshot,
+                path,
+                blob_type: ty.name(),
+                blob: id,
+            },
+            Problem::BadTree { id, path, error } => crate::Event::ObjectDamaged {
+                object: match snapshot {
+                    Some(s) => format!("tree {id} (snapshot {}, {path})", s.short()),
+                    None => format!("tree {id} ({path})"),
+                },
+                problem: match error {
+                    RepoError::Corrupt { reason, .. } => reason,
+                    e => e.to_string(),
+                },
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -168,7 +192,7 @@ impl<'r> Reach<'r> {
         &mut self,
         ids: &[Id],
         walked: &mut std::collections::HashSet<Id>,
-        problem: &mut dyn FnMut(String),
+        problem: &mut dyn FnMut(crate::Event),
     ) -> u64 {
         let mut n = 0;
         for id in ids {
@@ -179,16 +203,15 @@ impl<'r> Reach<'r> {
                 Ok(s) => s,
                 Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
                 Err(e) => {
-                    problem(e.to_string());
+                    problem(crate::Event::from_repo_error(&e));
                     continue;
                 }
             };
             n += 1;
-            let short = id.short();
             self.walk(
                 &snap.tree,
                 "/",
-                &mut |p| problem(format!("snapshot {short}: {p}")),
+                &mut |p| problem(p.into_event(Some(*id))),
                 &mut |_| {},
             );
         }

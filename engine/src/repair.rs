@@ -49,16 +49,13 @@ pub struct IndexRepair {
 }
 
 /// Rebuilds the index from the packs. Takes the prune lock: it replaces index files.
-pub fn index(
-    repo: Repository<Opened>,
-    log: &mut dyn FnMut(&str),
-) -> Result<IndexRepair, RepairError> {
+pub fn index(repo: Repository<Opened>, cx: &crate::Context) -> Result<IndexRepair, RepairError> {
     let _lock = RepoLock::acquire(&repo, LockKind::Prune)?;
     let mut out = IndexRepair::default();
     let mut bad = Vec::new();
     let all_files = repo.ids(FileKind::Index)?;
     let (repo, inv) = inventory::load(repo, &mut |e| {
-        log(&format!("{e}"));
+        cx.emit(crate::Event::from_repo_error(&e));
         bad.push(e)
     })?;
     out.bad_index_files = bad.len() as u64;
@@ -91,7 +88,10 @@ pub fn index(
             }
             Err(e) => {
                 out.packs_unreadable += 1;
-                log(&format!("{e} (left out of the index)"));
+                cx.emit(crate::Event::ObjectDamaged {
+                    object: FileKind::Pack.path(pack),
+                    problem: format!("{e} (left out of the index)"),
+                });
             }
         }
     }

@@ -2,7 +2,7 @@
 //! container and the server will call them) against memory and failing backends.
 
 mod common;
-use common::random_bytes;
+use common::{opened, random_bytes, strict};
 
 use std::ops::Range;
 use std::path::Path;
@@ -60,10 +60,6 @@ fn opts(path: &Path) -> BackupOptions {
     }
 }
 
-fn no_warnings(p: &Path, m: &str) {
-    panic!("unexpected warning {}: {m}", p.display());
-}
-
 #[test]
 fn library_round_trip_with_change_detection() {
     let src = tempfile::tempdir().unwrap();
@@ -73,7 +69,13 @@ fn library_round_trip_with_change_detection() {
         .unwrap()
         .load_index()
         .unwrap();
-    let first = backup::run(&repo, &opts(src.path()), &Progress::default(), &no_warnings).unwrap();
+    let first = backup::run(
+        &opened(&repo),
+        &opts(src.path()),
+        &Progress::default(),
+        &strict("backup"),
+    )
+    .unwrap();
     let s = &first.snapshot.summary;
     assert_eq!((s.files_new, s.files_unmodified), (4, 0));
     assert!(s.data_blobs > 4, "small chunks split the files");
@@ -86,7 +88,13 @@ fn library_round_trip_with_change_detection() {
 
     std::fs::write(src.path().join("a/b/text"), "changed").unwrap();
     let repo = repo.into_opened().load_index().unwrap();
-    let second = backup::run(&repo, &opts(src.path()), &Progress::default(), &no_warnings).unwrap();
+    let second = backup::run(
+        &opened(&repo),
+        &opts(src.path()),
+        &Progress::default(),
+        &strict("backup"),
+    )
+    .unwrap();
     let s = &second.snapshot.summary;
     assert_eq!(
         (s.files_new, s.files_changed, s.files_unmodified),
@@ -104,8 +112,14 @@ fn library_round_trip_with_change_detection() {
         verify: true,
     };
     let progress = RestoreProgress::default();
-    let mut report = |p: &Path, m: &str| panic!("restore problem {}: {m}", p.display());
-    restore::run(&repo, &second.snapshot, &ropts, &progress, &mut report).unwrap();
+    restore::run(
+        &repo,
+        &second.snapshot,
+        &ropts,
+        &progress,
+        &strict("restore"),
+    )
+    .unwrap();
     assert_eq!(
         std::fs::read(out.path().join("a/b/text")).unwrap(),
         b"changed"
@@ -132,7 +146,7 @@ fn same_tree_gives_same_snapshot_tree_every_run() {
         o.workers = workers;
         o.parent = backup::ParentChoice::None;
         trees.push(
-            backup::run(&repo, &o, &Progress::default(), &no_warnings)
+            backup::run(&opened(&repo), &o, &Progress::default(), &strict("backup"))
                 .unwrap()
                 .snapshot
                 .tree,
@@ -196,7 +210,7 @@ fn failed_upload_stops_the_backup_without_a_snapshot() {
     // covered by the test below).
     let mut o = opts(src.path());
     o.connections = 1;
-    let err = match backup::run(&repo, &o, &Progress::default(), &no_warnings) {
+    let err = match backup::run(&opened(&repo), &o, &Progress::default(), &strict("backup")) {
         Err(e) => e,
         Ok(_) => panic!("backup must fail"),
     };
@@ -233,7 +247,7 @@ fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_re
         .unwrap();
     let mut o = opts(src.path());
     o.connections = 4;
-    let err = match backup::run(&repo, &o, &Progress::default(), &no_warnings) {
+    let err = match backup::run(&opened(&repo), &o, &Progress::default(), &strict("backup")) {
         Err(e) => e,
         Ok(_) => panic!("the seventh pack upload fails, so the backup must"),
     };
@@ -259,12 +273,11 @@ fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_re
             read_data: Some(cairn_engine::check::Subset::All),
             threads: 2,
         },
-        &mut |f| {
-            assert!(
-                f.severity != cairn_engine::check::Severity::Error,
-                "{}",
-                f.message
-            )
+        &cairn_engine::Context {
+            events: cairn_engine::Events::new(|e: cairn_engine::Event| {
+                assert!(e.severity() != cairn_engine::Severity::Error, "{e}")
+            }),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -275,7 +288,7 @@ fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_re
         .unwrap()
         .load_index()
         .unwrap();
-    let done = backup::run(&repo, &o, &Progress::default(), &no_warnings).unwrap();
+    let done = backup::run(&opened(&repo), &o, &Progress::default(), &strict("backup")).unwrap();
     let s = &done.snapshot.summary;
     assert!(
         s.data_added < (6 * 700_000) - (256 << 10),
@@ -291,13 +304,12 @@ fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_re
         exclude: Default::default(),
         verify: true,
     };
-    let mut report = |p: &Path, m: &str| panic!("restore problem {}: {m}", p.display());
     restore::run(
         &repo,
         &done.snapshot,
         &ropts,
         &RestoreProgress::default(),
-        &mut report,
+        &strict("restore"),
     )
     .unwrap();
     for i in 0..6 {
@@ -318,10 +330,10 @@ fn missing_path_is_an_error_and_writes_nothing() {
         .load_index()
         .unwrap();
     let err = match backup::run(
-        &repo,
+        &opened(&repo),
         &opts(Path::new("/no/such/dir")),
         &Progress::default(),
-        &no_warnings,
+        &strict("backup"),
     ) {
         Err(e) => e,
         Ok(_) => panic!("must fail"),

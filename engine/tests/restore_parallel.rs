@@ -180,8 +180,13 @@ fn backed_up(backend: Arc<dyn Backend>, src: &Path) -> (Repository<Indexed>, Sna
         workers: 2,
         ..Default::default()
     };
-    let warn = |p: &Path, m: &str| panic!("backup warning {}: {m}", p.display());
-    let out = backup::run(&repo, &opts, &Progress::default(), &warn).unwrap();
+    let out = backup::run(
+        &common::opened(&repo),
+        &opts,
+        &Progress::default(),
+        &common::strict("backup"),
+    )
+    .unwrap();
     // Reload: the index now lists the packs just written.
     (repo.into_opened().load_index().unwrap(), out.snapshot)
 }
@@ -251,11 +256,18 @@ fn restore_collecting(
     target: &Path,
     tuning: &RestoreTuning,
 ) -> (Vec<(PathBuf, String)>, RestoreProgress) {
-    let reports: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
-    let mut report = |p: &Path, m: &str| reports.lock().unwrap().push((p.into(), m.into()));
+    let (cx, collected) = common::collecting();
     let progress = RestoreProgress::default();
-    restore::run_with(repo, snap, &options(target), tuning, &progress, &mut report).unwrap();
-    (reports.into_inner().unwrap(), progress)
+    restore::run_with(repo, snap, &options(target), tuning, &progress, &cx).unwrap();
+    let reports = collected
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            cairn_engine::Event::RestoreFailed { path, error } => (path, error),
+            other => panic!("unexpected event: {other}"),
+        })
+        .collect();
+    (reports, progress)
 }
 
 #[test]
@@ -271,14 +283,14 @@ fn many_small_large_and_shared_files_restore_identically_with_metadata() {
     ] {
         let out = tempfile::tempdir().unwrap();
         let progress = RestoreProgress::default();
-        let mut report = |p: &Path, m: &str| panic!("{name}: restore problem {}: {m}", p.display());
+        let report = common::strict(name);
         restore::run_with(
             &repo,
             &snap,
             &options(out.path()),
             &tuning,
             &progress,
-            &mut report,
+            &report,
         )
         .unwrap();
         assert_same(&expected, &describe(out.path()), name);
@@ -346,7 +358,7 @@ fn a_restore_that_fits_one_batch_reads_each_pack_once() {
     };
     backend.take_counts();
     let out = tempfile::tempdir().unwrap();
-    let mut report = |p: &Path, m: &str| panic!("restore problem {}: {m}", p.display());
+    let report = common::strict("restore");
     let mut opts = options(out.path());
     opts.verify = false;
     restore::run_with(
@@ -355,7 +367,7 @@ fn a_restore_that_fits_one_batch_reads_each_pack_once() {
         &opts,
         &one_batch,
         &RestoreProgress::default(),
-        &mut report,
+        &report,
     )
     .unwrap();
     let counts = backend.take_counts();

@@ -1,7 +1,6 @@
 //! `cairn backup`: flags → [`BackupOptions`], run, print the summary.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +15,7 @@ use super::{Ctx, Out, Outcome, bytes, parse_label};
 fn options(
     ctx: &Ctx,
     a: &BackupArgs,
-    repo: &cairn_repo_format::Repository<cairn_repo_format::Indexed>,
+    repo: &cairn_repo_format::Repository<cairn_repo_format::Opened>,
 ) -> Result<BackupOptions> {
     let mut patterns = a.excludes.clone();
     for f in &a.exclude_files {
@@ -70,7 +69,7 @@ fn options(
         },
         time,
         workers: a.workers,
-        connections: ctx.upload_connections()?,
+        connections: ctx.settings()?.connections(),
         scan: false,
     })
 }
@@ -85,23 +84,12 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
             )
         })?;
     }
-    let repo = cairn_engine::lock::index_for_backup(ctx.open()?)?;
+    let repo = ctx.open()?;
     let mut opts = options(ctx, &a, &repo)?;
     let show = out.progress();
     opts.scan = show;
     let progress = Arc::new(Progress::default());
     let display = Display::backup(progress.clone(), show);
-    let json = out.json;
-    let warn = |path: &Path, msg: &str| {
-        if json {
-            eprintln!(
-                "{}",
-                serde_json::json!({"message_type": "error", "path": path, "error": msg})
-            );
-        } else {
-            eprintln!("warning: {}: {msg}", path.display());
-        }
-    };
     let result = if a.stdin {
         if std::io::stdin().is_terminal() {
             bail!(
@@ -114,9 +102,10 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
             &a.stdin_filename,
             &opts,
             &progress,
+            ctx.cx(),
         )
     } else {
-        backup::run(&repo, &opts, &progress, &warn)
+        backup::run(&repo, &opts, &progress, ctx.cx())
     };
     drop(display);
     let done = result?;

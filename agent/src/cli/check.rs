@@ -1,7 +1,10 @@
 //! `cairn check`: runs [`cairn_engine::check`] and prints each finding as it comes.
 
 use anyhow::{Result, bail};
-use cairn_engine::check::{self, CheckOptions, Severity, Subset};
+use cairn_engine::check::{self, CheckOptions, Subset};
+use cairn_engine::{Context, Event, Events};
+
+use super::events::{Stream, json, printer_to};
 
 use super::args::CheckArgs;
 use super::{Ctx, Out, Outcome, bytes};
@@ -12,22 +15,32 @@ pub fn run(ctx: &Ctx, out: &Out, a: CheckArgs) -> Result<Outcome> {
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
-    let threads = ctx.connections()?;
-    let opts = CheckOptions { read_data, threads };
+    let opts = CheckOptions {
+        read_data,
+        threads: ctx.settings()?.connections(),
+    };
     let repo = ctx.open()?;
-    let mut findings = Vec::new();
-    let summary = check::run(repo, &opts, &mut |f| {
-        let label = match f.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        if out.json {
-            findings.push(serde_json::json!({ "severity": label, "message": f.message }));
-        } else if f.severity == Severity::Error || !out.quiet {
-            println!("{label}: {}", f.message);
-        }
-    })?;
+    // Findings are check's output: on stdout, or gathered into the one JSON document.
+    let findings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let events = if out.json {
+        let findings = findings.clone();
+        Events::new(move |e: Event| {
+            let mut v = json(&e);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("severity".into(), o["message_type"].clone());
+            }
+            findings.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+        })
+    } else {
+        printer_to(Stream::Stdout, false, out.quiet)
+    };
+    let cx = Context {
+        events,
+        cancel: ctx.cx().cancel.clone(),
+    };
+    let summary = check::run(repo, &opts, &cx)?;
     if out.json {
+        let findings = std::mem::take(&mut *findings.lock().unwrap_or_else(|p| p.into_inner()));
         println!(
             "{}",
             serde_json::json!({ "summary": summary, "findings": findings })

@@ -8,6 +8,7 @@ mod check;
 mod copy;
 mod diff;
 mod dump;
+mod events;
 mod find;
 mod forget;
 mod init;
@@ -26,8 +27,10 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, Result, anyhow, bail};
 use cairn_engine::location::{Location, LocationError, Transfer};
+use cairn_engine::open::SettingsError;
 use cairn_engine::select::SnapshotFilter;
-use cairn_repo_format::{BackendError, Indexed, Opened, RepoError, Repository};
+use cairn_engine::{OpenError, PasswordSource, RepoSettings};
+use cairn_repo_format::{Indexed, Opened, RepoError, Repository};
 
 use args::{Cli, Command, FilterArgs};
 
@@ -60,8 +63,8 @@ impl Out {
     }
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<Outcome> {
+/// Runs the parsed command line; `cancel` is set by SIGINT and SIGTERM.
+pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
     let out = Out {
         json: cli.json,
         quiet: cli.quiet,
@@ -71,10 +74,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         repo: cli.repo,
         password_file: cli.password_file,
         password_env: "CAIRN_PASSWORD",
-        connections: cli.connections,
         transfer: Transfer {
+            connections: cli.connections,
             limit_upload_kib: cli.limit_upload,
             limit_download_kib: cli.limit_download,
+        },
+        cx: cairn_engine::Context {
+            events: events::printer(out.json, out.quiet),
+            cancel,
         },
     };
     match cli.command {
@@ -102,7 +109,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
 /// The exit code for an error: 10 no repository, 12 wrong password, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if let Some(r) = cause.downcast_ref::<RepoError>() {
+        let repo_error = match cause.downcast_ref::<OpenError>() {
+            Some(OpenError::Repo(r)) => Some(r),
+            _ => cause.downcast_ref::<RepoError>(),
+        };
+        if let Some(r) = repo_error {
             match r {
                 RepoError::NotFound { .. } => return 10,
                 RepoError::WrongPassword { .. } => return 12,
@@ -113,16 +124,17 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
-/// Where the repository and password come from.
+/// Where the repository and password come from, and what every operation gets: the event
+/// printer and the cancel handle that SIGINT and SIGTERM set.
 pub struct Ctx {
     repo: Option<String>,
     password_file: Option<std::path::PathBuf>,
     /// The variable holding the password (`CAIRN_PASSWORD`, or `CAIRN_FROM_PASSWORD`).
     password_env: &'static str,
-    /// `--connections`, if given.
-    connections: Option<usize>,
-    /// `--limit-upload`, `--limit-download`.
+    /// `--connections`, `--limit-upload`, `--limit-download`.
     transfer: Transfer,
+    /// Events printed as `out` says, and the process's cancel handle.
+    cx: cairn_engine::Context,
 }
 
 impl Ctx {
@@ -130,54 +142,19 @@ impl Ctx {
         Ok(Location::parse(self.repo.as_deref().unwrap_or(""))?)
     }
 
-    /// Storage requests in flight: `--connections`, or the location's default.
-    fn connections(&self) -> Result<usize> {
-        match self.connections {
-            Some(0) => bail!("--connections 0 would never send a request: give at least 1"),
-            Some(n) => Ok(n),
-            None => Ok(self.location()?.default_connections()),
-        }
+    /// The engine's context for an operation: events printed, SIGINT/SIGTERM cancel.
+    pub fn cx(&self) -> &cairn_engine::Context {
+        &self.cx
     }
 
-    /// Pack uploads in flight during a backup: `--connections`, or the location's default.
-    fn upload_connections(&self) -> Result<usize> {
-        match self.connections {
-            Some(_) => self.connections(),
-            None => Ok(self.location()?.default_upload_connections()),
-        }
-    }
-
-    /// The rate limits, refusing a zero (which would stop all transfers).
-    fn transfer(&self) -> Result<Transfer> {
-        for (flag, v) in [
-            ("--limit-upload", self.transfer.limit_upload_kib),
-            ("--limit-download", self.transfer.limit_download_kib),
-        ] {
-            if v == Some(0) {
-                bail!(
-                    "{flag} 0 would stop every transfer: give a rate in KiB/s, or leave the flag out for no limit"
-                );
-            }
-        }
-        Ok(self.transfer)
-    }
-
-    /// The password: --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD, or a prompt.
-    fn password(&self, confirm: bool) -> Result<String> {
+    /// Where the password comes from: --password-file / CAIRN_PASSWORD_FILE, CAIRN_PASSWORD,
+    /// or a prompt on the terminal.
+    fn password_source(&self) -> Result<PasswordSource> {
         if let Some(f) = &self.password_file {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read password file {}", f.display()))?;
-            let pw = text.lines().next().unwrap_or("").to_string();
-            if pw.is_empty() {
-                bail!("password file {} is empty", f.display());
-            }
-            return Ok(pw);
+            return Ok(PasswordSource::File(f.clone()));
         }
-        if let Ok(pw) = std::env::var(self.password_env) {
-            if pw.is_empty() {
-                bail!("{} is set but empty", self.password_env);
-            }
-            return Ok(pw);
+        if std::env::var_os(self.password_env).is_some() {
+            return Ok(PasswordSource::Env(self.password_env.to_string()));
         }
         if !std::io::stdin().is_terminal() {
             let (env, flag) = match self.password_env {
@@ -189,15 +166,32 @@ impl Ctx {
                 self.repo.as_deref().unwrap_or("the repository")
             );
         }
-        let pw = rpassword::prompt_password("enter password for repository: ")?;
-        if confirm {
+        Ok(PasswordSource::Prompt(std::sync::Arc::new(|question| {
+            rpassword::prompt_password(question).map_err(|e| e.to_string())
+        })))
+    }
+
+    /// The one validated settings value the engine opens repositories from.
+    pub fn settings(&self) -> Result<RepoSettings> {
+        let settings = RepoSettings::new(
+            self.repo.as_deref().unwrap_or(""),
+            self.transfer,
+            self.password_source()?,
+        )
+        .map_err(flag_advice)?;
+        Ok(settings)
+    }
+
+    /// The password (for `init`, asked twice on a terminal when `confirm`).
+    fn password(&self, confirm: bool) -> Result<String> {
+        let source = self.password_source()?;
+        let pw = String::from_utf8(source.read()?)
+            .map_err(|_| anyhow!("the password is not valid UTF-8"))?;
+        if confirm && matches!(source, PasswordSource::Prompt(_)) {
             let again = rpassword::prompt_password("enter password again: ")?;
             if again != pw {
                 bail!("passwords do not match");
             }
-        }
-        if pw.is_empty() {
-            bail!("empty password refused");
         }
         Ok(pw)
     }
@@ -226,34 +220,43 @@ impl Ctx {
     }
 
     /// Another repository (for `copy --from-repo`), with its own password source.
-    /// It shares this one's connections and rate limits.
+    /// It shares this one's connections, rate limits and context.
     pub fn other(&self, location: &str, password_file: Option<std::path::PathBuf>) -> Ctx {
         Ctx {
             repo: Some(location.to_string()),
             password_file,
             password_env: "CAIRN_FROM_PASSWORD",
-            connections: self.connections,
             transfer: self.transfer,
+            cx: self.cx.clone(),
         }
     }
 
     /// Opens the repository (keys and config).
     pub fn open(&self) -> Result<Repository<Opened>> {
-        let loc = self.location()?;
-        let backend = match loc.open_with(&self.transfer()?) {
-            Ok(b) => b,
-            Err(LocationError::Backend(BackendError::NotFound { path })) => {
-                return Err(RepoError::NotFound { location: path }.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let pw = self.password(false)?;
-        Ok(Repository::open(backend, pw.as_bytes())?)
+        Ok(self.settings()?.open()?)
     }
 
     /// Opens the repository and loads its index.
     pub fn open_indexed(&self) -> Result<Repository<Indexed>> {
-        Ok(self.open()?.load_index()?)
+        Ok(self.settings()?.open_indexed()?)
+    }
+}
+
+/// Names the flag behind a transfer setting the engine refused.
+fn flag_advice(e: OpenError) -> anyhow::Error {
+    match e {
+        OpenError::Location(LocationError::Settings(s)) => {
+            let advice = match s {
+                SettingsError::NoConnections => {
+                    "--connections 0 would never send a request: give at least 1".to_string()
+                }
+                SettingsError::ZeroRate(dir) => format!(
+                    "--limit-{dir} 0 would stop every transfer: give a rate in KiB/s, or leave the flag out for no limit"
+                ),
+            };
+            anyhow!(advice)
+        }
+        e => e.into(),
     }
 }
 

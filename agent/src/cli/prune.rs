@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: PruneArgs) -> Result<Outcome> {
 pub fn prune(ctx: &Ctx, out: &Out, o: &PruneOpts, dry_run: bool) -> Result<Outcome> {
     let opts = options(o, dry_run)?;
     let repo = ctx.open()?;
-    let stats = prune::run(repo, &opts, &mut |line| out.info(line))?;
+    let stats = prune::run(repo, &opts, ctx.cx())?;
     if out.json {
         println!("{}", serde_json::to_string(&stats)?);
         return Ok(Outcome::Success);

@@ -10,7 +10,7 @@ pub fn run(ctx: &Ctx, out: &Out, cmd: RepairCommand) -> Result<Outcome> {
     let repo = ctx.open()?;
     match cmd {
         RepairCommand::Index => {
-            let r = repair::index(repo, &mut |line| out.info(line))?;
+            let r = repair::index(repo, ctx.cx())?;
             if out.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -1,7 +1,5 @@
 //! `cairn restore SNAPSHOT[:SUBPATH] --target DIR`.
 
-use std::path::Path;
-
 use anyhow::{Result, bail};
 use cairn_engine::filter::Patterns;
 use cairn_engine::restore::{self, RestoreOptions, RestoreProgress};
@@ -41,22 +39,11 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
         0
     };
     let display = Display::restore(progress.clone(), total, out.progress());
-    let json = out.json;
-    let mut report = |rel: &Path, msg: &str| {
-        if json {
-            eprintln!(
-                "{}",
-                serde_json::json!({"message_type": "error", "path": rel, "error": msg})
-            );
-        } else {
-            eprintln!("error: {}: {msg}", rel.display());
-        }
-    };
     let tuning = restore::RestoreTuning {
-        connections: ctx.connections()?,
+        connections: ctx.settings()?.connections(),
         ..Default::default()
     };
-    let result = restore::run_with(&repo, &snap, &opts, &tuning, &progress, &mut report);
+    let result = restore::run_with(&repo, &snap, &opts, &tuning, &progress, ctx.cx());
     drop(display);
     result?;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

@@ -11,10 +11,12 @@ use cairn_repo_format::tree::{Node, NodeType, Tree};
 use cairn_repo_format::{Id, Indexed, Repository};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use super::Progress;
 use super::read::{ChangeRules, unchanged_content};
 use super::tree::{DirBuilder, DirFiles, FileReply, FinishedDir, Pending};
 use super::walk::WalkEvent;
-use super::{Progress, Warn};
+use crate::Context;
+use crate::events::Event;
 
 /// A file to read.
 pub struct FileJob {
@@ -41,7 +43,7 @@ pub struct Archiver<'a> {
     repo: &'a Repository<Indexed>,
     rules: ChangeRules,
     progress: &'a Progress,
-    warn: &'a Warn<'a>,
+    cx: &'a Context,
     jobs: Sender<Vec<FileJob>>,
     /// Jobs not sent yet, and their bytes. Sent before any finished directory, whose tree
     /// waits for them.
@@ -66,7 +68,7 @@ impl<'a> Archiver<'a> {
         repo: &'a Repository<Indexed>,
         rules: ChangeRules,
         progress: &'a Progress,
-        warn: &'a Warn<'a>,
+        cx: &'a Context,
         jobs: Sender<Vec<FileJob>>,
         dirs: Sender<FinishedDir>,
         single_dir: bool,
@@ -76,7 +78,7 @@ impl<'a> Archiver<'a> {
             repo,
             rules,
             progress,
-            warn,
+            cx,
             jobs,
             pending_jobs: Vec::new(),
             pending_bytes: 0,
@@ -107,10 +109,10 @@ impl<'a> Archiver<'a> {
         match self.repo.load_tree(&id) {
             Ok(t) => Some(t),
             Err(e) => {
-                (self.warn)(
-                    path,
-                    &format!("parent snapshot's tree unreadable, reading everything below: {e}"),
-                );
+                self.cx.emit(Event::ObjectDamaged {
+                    object: format!("tree {id} (parent snapshot, at {})", path.display()),
+                    problem: format!("unreadable, so everything below is read again: {e}"),
+                });
                 None
             }
         }
@@ -121,7 +123,10 @@ impl<'a> Archiver<'a> {
         let (depth, path, node) = match ev {
             WalkEvent::Error { path, message } => {
                 self.progress.errors.fetch_add(1, Ordering::Relaxed);
-                (self.warn)(&path, &message);
+                self.cx.emit(Event::FileUnreadable {
+                    path,
+                    error: message,
+                });
                 return Ok(());
             }
             WalkEvent::Entry { depth, path, node } => (depth, path, node),
@@ -189,7 +194,10 @@ impl<'a> Archiver<'a> {
                     Ok(x) => x,
                     Err(e) => {
                         p.errors.fetch_add(1, Ordering::Relaxed);
-                        (self.warn)(&path, &format!("not backed up: xattrs: {e}"));
+                        self.cx.emit(Event::FileUnreadable {
+                            path: path.clone(),
+                            error: format!("xattrs: {e}"),
+                        });
                         return Ok(());
                     }
                 }

@@ -37,24 +37,24 @@ pub mod upload;
 pub mod walk;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cairn_repo_format::chunker::{ChunkReader, Chunker};
 use cairn_repo_format::snapshot::{Snapshot, Summary};
 use cairn_repo_format::tree::{Labels, Node};
-use cairn_repo_format::{Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{Id, Indexed, Opened, RepoError, Repository};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use crate::Context;
+use crate::events::Event;
 use crate::filter::Patterns;
+use crate::lock::LockError;
 use crate::select::{SnapshotFilter, latest_matching};
 use archive::{Archiver, FileJob};
 pub use read::ChangeRules;
 use seal::{BlobBatch, Dedup, SealJob, SealTo};
-
-/// Reports a path that could not be backed up (it is left out; the backup goes on).
-pub type Warn<'a> = dyn Fn(&Path, &str) + Sync + 'a;
 
 /// Which snapshot to compare against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,18 +91,21 @@ pub struct BackupOptions {
     pub time: Option<DateTime<Utc>>,
     /// File workers (0: one per CPU).
     pub workers: usize,
-    /// Packs uploaded at once (0: 2; 1: the pack thread stores each pack itself). Each
-    /// upload in flight holds one pack (`pack_size`) in memory.
+    /// Packs uploaded at once (0: the backend's default, [`Backend::parallelism`]; 1: the
+    /// pack thread stores each pack itself). Each upload in flight to an object store holds
+    /// one pack (`pack_size`) in memory.
+    ///
+    /// [`Backend::parallelism`]: cairn_repo_format::Backend::parallelism
     pub connections: usize,
     /// Count files and bytes first, for an ETA.
     pub scan: bool,
 }
 
 impl BackupOptions {
-    /// Packs uploaded at once: `connections`, or 2 when unset.
-    pub fn upload_connections(&self) -> usize {
+    /// Packs uploaded at once into `repo`: `connections`, or the backend's default.
+    pub fn upload_connections<S>(&self, repo: &Repository<S>) -> usize {
         if self.connections == 0 {
-            2
+            repo.backend().parallelism().uploads.max(1)
         } else {
             self.connections
         }
@@ -165,6 +168,13 @@ pub enum BackupError {
     /// The walk produced nothing to store.
     #[error("nothing could be read from the backup paths; no snapshot written")]
     NothingRead,
+    /// The backup lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The host cancelled the backup; no snapshot was written, and what was stored and
+    /// indexed is reused by the next backup.
+    #[error("backup cancelled; no snapshot written")]
+    Cancelled,
 }
 
 /// A written snapshot.
@@ -235,7 +245,7 @@ fn read_file(
     dedup: &Dedup<'_>,
     out: &Outputs,
     progress: &Progress,
-    warn: &Warn<'_>,
+    cx: &Context,
 ) -> io::Result<()> {
     let key = repo.key();
     let (file, before) = read::open_for_read(&job.path)?;
@@ -250,14 +260,16 @@ fn read_file(
         }
     };
     let chunked = chunk::chunk_file(reader, key, &file, |id, data| {
+        if cx.cancel.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
         seal::store_chunk(dedup, &to, progress, id, data)
     })?;
     let after = file.metadata()?;
     if read::changed_while_reading(&before, &after) || chunked.size != job.node.size {
-        warn(
-            &job.path,
-            "file changed while it was read; the snapshot holds what was read",
-        );
+        cx.emit(Event::FileChanged {
+            path: job.path.clone(),
+        });
     }
     job.node.size = chunked.size;
     job.node.content = Some(chunked.content);
@@ -270,7 +282,7 @@ fn file_worker(
     dedup: &Dedup<'_>,
     out: Outputs,
     progress: &Progress,
-    warn: &Warn<'_>,
+    cx: &Context,
 ) {
     let chunker =
         Chunker::new(&repo.config().chunker).expect("validated when the repository was opened");
@@ -290,7 +302,7 @@ fn file_worker(
             }
         };
         for job in batch {
-            if !file_job(job, &mut reader, repo, dedup, &out, progress, warn) {
+            if !file_job(job, &mut reader, repo, dedup, &out, progress, cx) {
                 return;
             }
         }
@@ -305,30 +317,56 @@ fn file_job(
     dedup: &Dedup<'_>,
     out: &Outputs,
     progress: &Progress,
-    warn: &Warn<'_>,
+    cx: &Context,
 ) -> bool {
-    match read_file(&mut job, reader, repo, dedup, out, progress, warn) {
+    if cx.cancel.is_cancelled() {
+        return false;
+    }
+    match read_file(&mut job, reader, repo, dedup, out, progress, cx) {
         Ok(()) => {
             progress.files_done.fetch_add(1, Ordering::Relaxed);
             job.reply.send(Some(job.node));
         }
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return false,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted && cx.cancel.is_cancelled() => {
+            return false;
+        }
         Err(e) => {
             progress.errors.fetch_add(1, Ordering::Relaxed);
-            warn(&job.path, &format!("not backed up: {e}"));
+            cx.emit(Event::FileUnreadable {
+                path: job.path.clone(),
+                error: e.to_string(),
+            });
             job.reply.send(None);
         }
     }
     true
 }
 
-/// Runs a backup and writes its snapshot. Paths that cannot be read are reported through
-/// `warn`, counted in the summary's `errors`, and left out.
+/// Runs a backup and writes its snapshot. The backup takes its lock, loads the index under
+/// it, and releases the lock once the snapshot is written (or the backup failed or was
+/// cancelled): a host that keeps `repo` open across many backups holds no lock between them.
+/// Paths that cannot be read are reported as events, counted in the summary's `errors`, and
+/// left out.
 pub fn run(
+    repo: &Repository<Opened>,
+    opts: &BackupOptions,
+    progress: &Progress,
+    cx: &Context,
+) -> Result<BackupOutcome, BackupError> {
+    // Check the paths before touching the repository, so a typo costs nothing.
+    prepare_paths(&opts.paths)?;
+    cx.cancel.check().map_err(|_| BackupError::Cancelled)?;
+    let repo = crate::lock::index_for_backup(repo.clone())?;
+    run_indexed(&repo, opts, progress, cx)
+}
+
+/// The pipeline, on a repository whose index was loaded under a backup lock.
+fn run_indexed(
     repo: &Repository<Indexed>,
     opts: &BackupOptions,
     progress: &Progress,
-    warn: &Warn<'_>,
+    cx: &Context,
 ) -> Result<BackupOutcome, BackupError> {
     let start = Utc::now();
     let paths = prepare_paths(&opts.paths)?;
@@ -378,7 +416,7 @@ pub fn run(
                 blobs: BlobBatch::new(blob_tx.clone()),
             };
             let (jobs, dedup) = (job_rx.clone(), &dedup);
-            s.spawn(move || file_worker(jobs, repo, dedup, out, progress, warn));
+            s.spawn(move || file_worker(jobs, repo, dedup, out, progress, cx));
             let (seal_jobs, blobs) = (seal_rx.clone(), blob_tx.clone());
             s.spawn(move || seal::worker(repo.key(), level, seal_jobs, blobs));
         }
@@ -388,29 +426,38 @@ pub fn run(
         let tree_stage =
             s.spawn(move || tree::run(dir_rx, repo.key(), dedup_ref, tree_blobs, level, progress));
         drop(blob_tx);
-        let connections = opts.upload_connections();
-        let packer = s.spawn(move || pack::run(repo, blob_rx, connections, progress));
+        let connections = opts.upload_connections(repo);
+        let packer = s.spawn(move || pack::run(repo, blob_rx, connections, progress, &cx.cancel));
 
         let parent_root = parent.as_ref().map(|(_, snap)| snap.tree);
         let mut archiver = Archiver::new(
             repo,
             opts.change,
             progress,
-            warn,
+            cx,
             job_tx,
             dir_tx,
             single_dir,
             parent_root,
         );
         let mut stopped = false;
-        for ev in walk_rx.into_iter().flatten() {
-            if archiver.handle(ev).is_err() {
+        'walk: for batch in walk_rx {
+            if cx.cancel.is_cancelled() {
                 stopped = true;
                 break;
             }
+            for ev in batch {
+                if archiver.handle(ev).is_err() {
+                    stopped = true;
+                    break 'walk;
+                }
+            }
         }
         let root_node = archiver.root_node.take();
+        // Stopped, the archiver goes at once: its senders close, so the file threads and the
+        // tree stage run out of work and end.
         let root_rx = if stopped {
+            drop(archiver);
             None
         } else {
             archiver.finish().ok()
@@ -427,6 +474,9 @@ pub fn run(
         (root, root_node, pack_result)
     });
     pack_result?;
+    if cx.cancel.is_cancelled() {
+        return Err(BackupError::Cancelled);
+    }
     let tree = root.ok_or(BackupError::NothingRead)?;
     let summary = summarize(progress, start);
     let snapshot = Snapshot {

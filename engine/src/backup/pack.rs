@@ -12,22 +12,25 @@ use crossbeam_channel::{Receiver, bounded};
 
 use super::Progress;
 use super::upload::{self, SpooledPack};
+use crate::Cancel;
 
 /// Packs everything received until every sender is gone and hands each full pack to the
 /// upload stage's `connections` threads (or, with one connection, stores it itself), then
 /// writes the last index file. On an error it returns at once, which closes the channel and
-/// stops the producers.
+/// stops the producers. Once `cancel` is set it takes no more blobs and drops the packs it is
+/// filling; the packs already handed to the upload stage are stored and indexed.
 pub fn run(
     repo: &Repository<Indexed>,
     blobs: Receiver<Vec<SealedBlob>>,
     connections: usize,
     progress: &Progress,
+    cancel: &Cancel,
 ) -> Result<(), RepoError> {
     if connections <= 1 {
         // One connection: store each pack from this thread before filling the next, so only
         // one pack is ever being built or stored.
         let uploader = upload::Uploader::new(repo, progress);
-        let filled = fill(repo, blobs, |pack| uploader.upload(pack));
+        let filled = fill(repo, blobs, cancel, |pack| uploader.upload(pack));
         // Index what was stored, even after a failure, so the next backup reuses it.
         let flushed = uploader.flush();
         return filled.and(flushed);
@@ -35,7 +38,7 @@ pub fn run(
     let (pack_tx, pack_rx) = bounded::<SpooledPack>(0);
     std::thread::scope(|s| {
         let uploads = s.spawn(move || upload::run(repo, pack_rx, connections, progress));
-        let filled = fill(repo, blobs, |pack| {
+        let filled = fill(repo, blobs, cancel, |pack| {
             // Refused only when every upload thread has stopped on an error, which `run`
             // returns.
             pack_tx.send(pack).map_err(|_| stopped())
@@ -64,30 +67,52 @@ fn stopped() -> RepoError {
 fn fill(
     repo: &Repository<Indexed>,
     blobs: Receiver<Vec<SealedBlob>>,
+    cancel: &Cancel,
     mut store: impl FnMut(SpooledPack) -> Result<(), RepoError>,
 ) -> Result<(), RepoError> {
     let target = repo.config().pack_size as u64;
     // Created when their first blob comes, so a backup that stores nothing spools nothing.
     let mut data: Option<PackWriter<Spool>> = None;
     let mut tree: Option<PackWriter<Spool>> = None;
-    for blob in blobs.into_iter().flatten() {
+    for batch in blobs {
+        if cancel.is_cancelled() {
+            // The half-filled packs' spools go with them; the producers see the channel close.
+            return Ok(());
+        }
+        for blob in batch {
+            add(repo, &mut data, &mut tree, &blob, target, &mut store)?;
+        }
+    }
+    for pack in [data, tree].into_iter().flatten() {
+        store(finish(repo, pack)?)?;
+    }
+    Ok(())
+}
+
+/// Adds one blob to the pack of its type, storing the pack when it is full.
+fn add(
+    repo: &Repository<Indexed>,
+    data: &mut Option<PackWriter<Spool>>,
+    tree: &mut Option<PackWriter<Spool>>,
+    blob: &SealedBlob,
+    target: u64,
+    store: &mut impl FnMut(SpooledPack) -> Result<(), RepoError>,
+) -> Result<(), RepoError> {
+    {
         let slot = match blob.ty {
-            BlobType::Data => &mut data,
-            BlobType::Tree => &mut tree,
+            BlobType::Data => data,
+            BlobType::Tree => tree,
         };
         let pack = match slot {
             Some(p) => p,
             None => slot.insert(start(repo, blob.ty)?),
         };
-        pack.add(&blob).map_err(spool_error)?;
+        pack.add(blob).map_err(spool_error)?;
         if pack.len() >= target
             && let Some(full) = slot.take()
         {
             store(finish(repo, full)?)?;
         }
-    }
-    for pack in [data, tree].into_iter().flatten() {
-        store(finish(repo, pack)?)?;
     }
     Ok(())
 }

@@ -9,21 +9,25 @@ use std::sync::atomic::Ordering;
 use cairn_repo_format::chunker::{ChunkReader, Chunker};
 use cairn_repo_format::snapshot::Snapshot;
 use cairn_repo_format::tree::{Node, NodeType, RawBytes, Tree};
-use cairn_repo_format::{BlobType, Indexed, RepoError, Repository};
+use cairn_repo_format::{BlobType, Opened, RepoError, Repository};
 use chrono::Utc;
 use crossbeam_channel::bounded;
 
 use super::seal::{Dedup, SealJob, SealTo, seal};
 use super::{BackupError, BackupOptions, BackupOutcome, Progress, chunk, pack, summarize};
+use crate::Context;
 
 /// Backs up everything `source` yields as one file named `name` at the snapshot's root. The
 /// snapshot's path is `/NAME`, so the next dump of the same name finds this one as parent.
+/// Like [`super::run`], it holds the backup lock only while it runs; cancelled, it writes no
+/// snapshot.
 pub fn run(
-    repo: &Repository<Indexed>,
+    repo: &Repository<Opened>,
     source: impl Read,
     name: &str,
     opts: &BackupOptions,
     progress: &Progress,
+    cx: &Context,
 ) -> Result<BackupOutcome, BackupError> {
     if name.is_empty() || !Node::name_is_safe(name.as_bytes()) {
         return Err(BackupError::BadPath {
@@ -31,6 +35,8 @@ pub fn run(
             reason: "--stdin-filename must be a plain file name (no '/', not '.' or '..')".into(),
         });
     }
+    cx.cancel.check().map_err(|_| BackupError::Cancelled)?;
+    let repo = &crate::lock::index_for_backup(repo.clone())?;
     let start = Utc::now();
     let path = format!("/{name}");
     let parent = super::find_parent(repo, opts, std::slice::from_ref(&path))?;
@@ -44,13 +50,27 @@ pub fn run(
     let sealers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (seal_tx, seal_rx) = bounded::<SealJob>(sealers * 2);
     let (chunked, packed) = std::thread::scope(|s| {
-        let packer = s.spawn(move || pack::run(repo, rx, opts.upload_connections(), progress));
+        let packer = s.spawn(move || {
+            pack::run(
+                repo,
+                rx,
+                opts.upload_connections(repo),
+                progress,
+                &cx.cancel,
+            )
+        });
         for _ in 0..sealers {
             let (jobs, blobs) = (seal_rx.clone(), tx.clone());
             s.spawn(move || super::seal::worker(key, level, jobs, blobs));
         }
         drop(seal_rx);
         let chunked = chunk::chunk_file(&mut reader, key, source, |id, data| {
+            if cx.cancel.is_cancelled() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "cancelled",
+                ));
+            }
             super::seal::store_chunk(&dedup, &SealTo::Pool(&seal_tx), progress, id, data)
         });
         drop(seal_tx);
@@ -96,6 +116,9 @@ pub fn run(
         (chunked, packed)
     });
     packed?;
+    if cx.cancel.is_cancelled() {
+        return Err(BackupError::Cancelled);
+    }
     let (tree, size) = chunked.map_err(|e| BackupError::BadPath {
         path: "stdin".into(),
         reason: format!("reading failed: {e}; no snapshot written"),

@@ -111,11 +111,17 @@ impl FileState {
     }
 
     /// Reports the file's first problem; later ones are not reported (the file is lost anyway).
-    pub fn fail(&self, shared: &Shared<'_, '_>, message: String) {
+    pub fn fail(&self, shared: &Shared<'_>, message: String) {
         if !self.failed.swap(true, Ordering::AcqRel) {
             shared.problem(&self.rel, &message);
             let _ = self.outcome.error.set(message);
         }
+    }
+
+    /// Gives the file up without a report (the restore was cancelled): it is not finished,
+    /// so it keeps neither its final length nor its metadata.
+    pub fn abandon(&self) {
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Whether a problem was reported for this file.
@@ -148,7 +154,7 @@ impl FileState {
 
     /// Marks `n` of the file's references done (chunks written or failed, or the plan's own);
     /// the caller that releases the last one finishes the file.
-    pub fn release(&self, shared: &Shared<'_, '_>, n: usize) {
+    pub fn release(&self, shared: &Shared<'_>, n: usize) {
         if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
             write::finish_file(shared, self);
         }
@@ -177,7 +183,7 @@ pub struct Dest {
 
 impl Dest {
     /// This chunk is done (written, or its failure reported on the file).
-    pub fn finish(self, shared: &Shared<'_, '_>) {
+    pub fn finish(self, shared: &Shared<'_>) {
         self.file.release(shared, 1);
         // `self` (and with it the batch token) drops only now, after the file is finished.
     }

@@ -103,12 +103,18 @@ const GROUP_BYTES: usize = 1 << 20;
 /// The fetch thread: GETs ranges until the request channel closes, and hands their blobs to
 /// the unseal stage in groups.
 pub fn worker<'b>(
-    shared: &Shared<'_, '_>,
+    shared: &Shared<'_>,
     budget: &'b Budget,
     requests: Receiver<RangeRequest>,
     unseal: Sender<Vec<UnsealJob<'b>>>,
 ) {
     for req in requests {
+        if shared.cancelled() {
+            for blob in req.blobs {
+                abandon(shared, blob.dests);
+            }
+            continue;
+        }
         // The range and the plaintexts of its blobs, all held until its last blob is written.
         let raw: u64 = req
             .blobs
@@ -148,8 +154,16 @@ pub fn worker<'b>(
     }
 }
 
+/// Gives up every destination of a blob, silently (the restore was cancelled).
+pub fn abandon(shared: &Shared<'_>, dests: Vec<Dest>) {
+    for d in dests {
+        d.file.abandon();
+        d.finish(shared);
+    }
+}
+
 /// Fails every destination of a blob that cannot be had.
-pub fn lose(shared: &Shared<'_, '_>, dests: Vec<Dest>, err: &RepoError) {
+pub fn lose(shared: &Shared<'_>, dests: Vec<Dest>, err: &RepoError) {
     for d in dests {
         d.file.fail(shared, format!("content lost: {err}"));
         d.finish(shared);

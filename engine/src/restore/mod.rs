@@ -36,7 +36,6 @@ pub mod write;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_repo_format::snapshot::Snapshot;
@@ -46,6 +45,7 @@ use crossbeam_channel::bounded;
 
 use crate::filter::Patterns;
 use crate::fsmeta::{apply_file_metadata, apply_metadata, is_root};
+use crate::{Context, Event};
 use batch::{Batcher, Limits};
 use fetch::Budget;
 use plan::{Planner, Selection, Step};
@@ -91,13 +91,17 @@ pub enum RestoreError {
     /// The pipeline's threads could not be started.
     #[error("cannot start restore threads: {0}")]
     Threads(io::Error),
+    /// The host cancelled the restore.
+    #[error("restore cancelled; the target holds the files finished so far")]
+    Cancelled,
 }
 
 /// How hard a restore works: threads, batch sizes and memory. [`Default`] suits a local
 /// repository; a cloud store over a long round trip gains from more `connections`.
 #[derive(Clone, Debug)]
 pub struct RestoreTuning {
-    /// Ranged GETs in flight at once (one fetch thread each).
+    /// Ranged GETs in flight at once (one fetch thread each); 0: the backend's default
+    /// ([`cairn_repo_format::Backend::parallelism`]).
     pub connections: usize,
     /// Threads decrypting and checking blobs and writing their plaintexts into the files
     /// (0: one per CPU).
@@ -122,7 +126,7 @@ pub struct RestoreTuning {
 impl Default for RestoreTuning {
     fn default() -> Self {
         RestoreTuning {
-            connections: 4,
+            connections: 0,
             unseal_threads: 0,
             batch_files: 256,
             batch_blobs: 4096,
@@ -133,26 +137,39 @@ impl Default for RestoreTuning {
     }
 }
 
-/// Reports a problem with one path (relative to the target); the restore goes on. Called from
-/// the pipeline's threads, one call at a time.
-pub type Report<'a> = dyn FnMut(&Path, &str) + Send + 'a;
-
 /// What every stage shares: the repository, the options that matter to finishing files, the
-/// counters and the report.
-pub struct Shared<'a, 'r> {
+/// counters and the host's context (events, cancellation).
+pub struct Shared<'a> {
     repo: &'a Repository<Indexed>,
     as_root: bool,
     verify: bool,
     progress: &'a RestoreProgress,
-    report: Mutex<&'a mut Report<'r>>,
+    cx: &'a Context,
 }
 
-impl Shared<'_, '_> {
-    /// Counts and reports a problem with `rel`.
+impl Shared<'_> {
+    /// Counts and reports a problem with `rel` (relative to the target).
     fn problem(&self, rel: &Path, msg: &str) {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
-        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
-        (*report)(rel, msg);
+        self.cx.emit(Event::RestoreFailed {
+            path: rel.to_path_buf(),
+            error: msg.to_string(),
+        });
+    }
+
+    /// Counts and reports a refused name.
+    fn refused(&self, rel: &Path, name: &[u8], tree: Option<cairn_repo_format::Id>) {
+        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        self.cx.emit(Event::NameRefused {
+            path: rel.to_path_buf(),
+            name: String::from_utf8_lossy(name).into_owned(),
+            tree,
+        });
+    }
+
+    /// Whether the host cancelled the restore.
+    fn cancelled(&self) -> bool {
+        self.cx.cancel.is_cancelled()
     }
 
     /// Applies `node`'s metadata to `path`, reporting a failure.
@@ -191,23 +208,17 @@ enum Work {
 }
 
 /// Restores `snap` (or its subpath) into the target with [`RestoreTuning::default`]. Problems
-/// with single entries go to `report` and are counted; the return is an error only when
-/// nothing could start.
+/// with single entries go out as events and are counted; the return is an error only when
+/// nothing could start, or when the host cancelled (then the target holds whole files plus
+/// those in progress, and a restore into it again completes the job).
 pub fn run(
     repo: &Repository<Indexed>,
     snap: &Snapshot,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
-    report: &mut Report<'_>,
+    cx: &Context,
 ) -> Result<(), RestoreError> {
-    run_with(
-        repo,
-        snap,
-        opts,
-        &RestoreTuning::default(),
-        progress,
-        report,
-    )
+    run_with(repo, snap, opts, &RestoreTuning::default(), progress, cx)
 }
 
 /// [`run`] with explicit threads, batch sizes and memory.
@@ -217,7 +228,22 @@ pub fn run_with(
     opts: &RestoreOptions,
     tuning: &RestoreTuning,
     progress: &RestoreProgress,
-    report: &mut Report<'_>,
+    cx: &Context,
+) -> Result<(), RestoreError> {
+    let result = run_inner(repo, snap, opts, tuning, progress, cx);
+    if cx.cancel.is_cancelled() {
+        return Err(RestoreError::Cancelled);
+    }
+    result
+}
+
+fn run_inner(
+    repo: &Repository<Indexed>,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    tuning: &RestoreTuning,
+    progress: &RestoreProgress,
+    cx: &Context,
 ) -> Result<(), RestoreError> {
     let writer = Writer::new(&opts.target).map_err(RestoreError::Target)?;
     let work = match opts
@@ -240,11 +266,12 @@ pub fn run_with(
         as_root: is_root(),
         verify: opts.verify,
         progress,
-        report: Mutex::new(report),
+        cx,
     };
     let sel = Selection {
         include: opts.include.clone(),
         exclude: opts.exclude.clone(),
+        cancel: cx.cancel.clone(),
     };
     let t = tuning;
     let config = repo.config();
@@ -267,7 +294,11 @@ pub fn run_with(
         let (shared, budget) = (&shared, &budget);
         let (fetch_tx, fetch_rx) = bounded(limits.blobs.min(1024));
         let (unseal_tx, unseal_rx) = bounded(2 * unseal_threads);
-        for _ in 0..t.connections.max(1) {
+        let connections = match t.connections {
+            0 => repo.backend().parallelism().reads.max(1),
+            n => n,
+        };
+        for _ in 0..connections {
             let (rx, tx) = (fetch_rx.clone(), unseal_tx.clone());
             spawn(s, "cairn-fetch", move || {
                 fetch::worker(shared, budget, rx, tx)
@@ -287,7 +318,7 @@ pub fn run_with(
                 if Node::name_is_safe(&node.name.0) {
                     planner.entry(&rel, node);
                 } else {
-                    shared.problem(&rel, "refusing unsafe name");
+                    shared.refused(&rel, &node.name.0, None);
                 }
                 planner.finish();
                 return Ok(());

@@ -47,7 +47,16 @@ pub enum Step<'n> {
         /// Its node (handed over: a file keeps it until it is finished).
         node: Node,
     },
-    /// An entry is refused (unsafe name) or its tree is unreadable.
+    /// An entry's stored name is unsafe (it could leave its directory); it is refused.
+    Refused {
+        /// Where it would have gone.
+        rel: &'n Path,
+        /// The stored name.
+        name: &'n [u8],
+        /// The tree holding it.
+        tree: Id,
+    },
+    /// An entry cannot be restored (its tree is unreadable, a directory has no tree).
     Problem {
         /// Where in the snapshot.
         rel: &'n Path,
@@ -62,6 +71,8 @@ pub struct Selection {
     pub include: Patterns,
     /// Exclude patterns.
     pub exclude: Patterns,
+    /// The host's cancel handle: the walk stops when it is set.
+    pub cancel: crate::Cancel,
 }
 
 impl Selection {
@@ -93,11 +104,14 @@ pub fn walk_tree(
     let mut child_rel = rel.to_path_buf();
     for node in tree.nodes {
         let name = std::ffi::OsStr::from_bytes_compat(&node.name.0);
+        if sel.cancel.is_cancelled() {
+            return Ok(emitted);
+        }
         if !Node::name_is_safe(&node.name.0) {
-            let message = format!("refusing unsafe name {:?} in tree {tree_id}", node.name);
-            f(Step::Problem {
+            f(Step::Refused {
                 rel: &rel.join(name),
-                message,
+                name: &node.name.0,
+                tree: *tree_id,
             });
             continue;
         }
@@ -217,17 +231,17 @@ fn hardlink_key(node: &Node) -> Option<(u64, u64)> {
 
 /// Carries out the steps of the walk, in order: creates directories, special files, symlinks,
 /// hard links and (empty, open) regular files, and hands file contents to the [`Batcher`].
-pub struct Planner<'s, 'a, 'r> {
-    shared: &'s Shared<'a, 'r>,
+pub struct Planner<'s, 'a> {
+    shared: &'s Shared<'a>,
     writer: Writer,
     batcher: Batcher,
     /// (device, inode) of multiply-linked files restored in this run → their first name.
     hardlinks: HashMap<(u64, u64), (PathBuf, Arc<Outcome>)>,
 }
 
-impl<'s, 'a, 'r> Planner<'s, 'a, 'r> {
+impl<'s, 'a> Planner<'s, 'a> {
     /// A planner writing with `writer` and batching into `batcher`.
-    pub fn new(shared: &'s Shared<'a, 'r>, writer: Writer, batcher: Batcher) -> Self {
+    pub fn new(shared: &'s Shared<'a>, writer: Writer, batcher: Batcher) -> Self {
         Planner {
             shared,
             writer,
@@ -240,6 +254,7 @@ impl<'s, 'a, 'r> Planner<'s, 'a, 'r> {
     pub fn step(&mut self, step: Step<'_>) {
         match step {
             Step::Problem { rel, message } => self.shared.problem(rel, &message),
+            Step::Refused { rel, name, tree } => self.shared.refused(rel, name, Some(tree)),
             Step::EnterDir { rel, .. } => {
                 if let Err(e) = self.writer.dir(rel) {
                     self.shared.problem(rel, &e.to_string());
@@ -354,7 +369,7 @@ impl<'s, 'a, 'r> Planner<'s, 'a, 'r> {
 }
 
 /// Runs deferred steps whose batch is complete.
-fn run_after(shared: &Shared<'_, '_>, writer: &Writer, after: Vec<After>) {
+fn run_after(shared: &Shared<'_>, writer: &Writer, after: Vec<After>) {
     for step in after {
         match step {
             After::DirMeta { rel, node } => {

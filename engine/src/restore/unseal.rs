@@ -53,7 +53,7 @@ pub fn unseal(
 
 /// The unseal thread: opens blobs until the channel closes, and writes each one's plaintext to
 /// every place it goes while it is still in the CPU's cache.
-pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<Vec<UnsealJob<'_>>>) {
+pub fn worker(shared: &Shared<'_>, jobs: Receiver<Vec<UnsealJob<'_>>>) {
     for job in jobs.into_iter().flatten() {
         let UnsealJob {
             loc,
@@ -61,6 +61,11 @@ pub fn worker(shared: &Shared<'_, '_>, jobs: Receiver<Vec<UnsealJob<'_>>>) {
             dests,
             permit,
         } = job;
+        if shared.cancelled() {
+            super::fetch::abandon(shared, dests);
+            drop(permit);
+            continue;
+        }
         match unseal(shared.repo, &loc, &sealed) {
             Ok(plain) => {
                 drop(sealed);

@@ -257,7 +257,7 @@ pub fn write_chunk(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
 
 /// Writes a blob's plaintext at every place it goes (a hole where it is all zeros), and
 /// finishes each file whose last chunk it was.
-pub fn write_blob(shared: &Shared<'_, '_>, plain: &Plain, dests: Vec<Dest>) {
+pub fn write_blob(shared: &Shared<'_>, plain: &Plain, dests: Vec<Dest>) {
     let len = plain.data.len() as u64;
     for dest in dests {
         let file = &dest.file;
@@ -282,12 +282,12 @@ pub fn write_blob(shared: &Shared<'_, '_>, plain: &Plain, dests: Vec<Dest>) {
 
 /// Finishes a file whose chunks are all written (or failed): length (trailing holes), then
 /// `--verify`, then metadata with times last. A failed file gets no metadata.
-pub fn finish_file(shared: &Shared<'_, '_>, f: &FileState) {
+pub fn finish_file(shared: &Shared<'_>, f: &FileState) {
     let ok = finish(shared, f);
     f.set_outcome(ok);
 }
 
-fn finish(shared: &Shared<'_, '_>, f: &FileState) -> bool {
+fn finish(shared: &Shared<'_>, f: &FileState) -> bool {
     if f.is_failed() {
         return false;
     }

@@ -176,7 +176,7 @@ impl ObjectStoreBackend {
         let Some(az) = &self.azure else {
             return Ok(None);
         };
-        let status = self.runtime.block_on(az.request(http::Method::PUT))?;
+        let status = super::io::block_on(az.request(http::Method::PUT))?;
         match status {
             201 => Ok(Some(true)),
             409 => Ok(Some(false)),
@@ -193,7 +193,7 @@ impl ObjectStoreBackend {
         let Some(az) = &self.azure else {
             return Ok(None);
         };
-        match self.runtime.block_on(az.request(http::Method::GET))? {
+        match super::io::block_on(az.request(http::Method::GET))? {
             200 => Ok(Some(true)),
             404 => Ok(Some(false)),
             s => Err(BackendError::Other {
@@ -210,7 +210,7 @@ impl ObjectStoreBackend {
             return Ok(None);
         }
         let prefix = self.full("");
-        let first = self.runtime.block_on(async {
+        let first = super::io::block_on(async {
             use futures::StreamExt;
             self.store.list(Some(&prefix)).next().await
         });

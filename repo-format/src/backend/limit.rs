@@ -127,6 +127,10 @@ impl<B: Backend> Backend for Limited<B> {
         self.inner.spool(capacity)
     }
 
+    fn parallelism(&self) -> super::Parallelism {
+        self.inner.parallelism()
+    }
+
     fn remove_stale_temporaries(
         &self,
         before: std::time::SystemTime,

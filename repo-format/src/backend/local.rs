@@ -277,6 +277,10 @@ impl Backend for LocalBackend {
 
     /// A temporary file in the repository's directory: on the same file system as every
     /// object, so that storing it is a `link`.
+    fn parallelism(&self) -> super::Parallelism {
+        super::Parallelism::local()
+    }
+
     fn spool(&self, _capacity: usize) -> Result<Spool, BackendError> {
         Spool::file(temp_name(&self.root, "spool")).map_err(|e| BackendError::Other {
             path: self.root.display().to_string(),

@@ -1,10 +1,12 @@
 //! Storage: the small trait every backend implements (list, head, ranged get, create-only put,
 //! delete) and the object names of the repository layout. Backends are synchronous; the
-//! object_store adapter drives its own runtime, so callers are plain threads.
+//! object_store adapter runs its requests on the process's one I/O runtime ([`io`]), so callers are plain
+//! threads.
 //!
 //! Layers (retry, rate limits, dry-run) wrap a `Backend` and implement `Backend` themselves.
 
 pub mod cloud;
+pub mod io;
 pub mod limit;
 mod local;
 mod objstore;
@@ -18,6 +20,7 @@ use bytes::Bytes;
 use crate::id::Id;
 
 pub use limit::{Limited, RateLimit};
+
 pub use local::LocalBackend;
 pub use objstore::{Multipart, ObjectStoreBackend};
 pub use retry::{Retry, RetryPolicy};
@@ -115,6 +118,35 @@ pub enum BackendError {
     },
 }
 
+/// Storage requests in flight that suit a backend when the host configures none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Reads at once (restore's fetch threads, `check --read-data`).
+    pub reads: usize,
+    /// Pack uploads at once during a backup; each holds a pack in memory unless the backend
+    /// spools to files.
+    pub uploads: usize,
+}
+
+impl Parallelism {
+    /// An object store: latency dominates, so 8 of each.
+    pub const REMOTE: Parallelism = Parallelism {
+        reads: 8,
+        uploads: 8,
+    };
+
+    /// A local directory: one read per CPU (the work per request is CPU-bound), one upload
+    /// (storing a spooled pack takes milliseconds).
+    pub fn local() -> Parallelism {
+        Parallelism {
+            reads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+            uploads: 1,
+        }
+    }
+}
+
 /// Repository storage.
 pub trait Backend: Send + Sync {
     /// Where this is, for messages (`/srv/repo`, `azure://container/prefix`).
@@ -129,6 +161,11 @@ pub trait Backend: Send + Sync {
     fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError>;
     /// Removes an object.
     fn delete(&self, path: &str) -> Result<(), BackendError>;
+
+    /// Requests in flight that suit this storage when the host configures none.
+    fn parallelism(&self) -> Parallelism {
+        Parallelism::REMOTE
+    }
 
     /// A place to build an object of about `capacity` bytes for [`Backend::put_spooled`].
     /// By default memory; a backend that can store from a file of its own returns one.

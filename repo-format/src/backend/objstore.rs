@@ -1,6 +1,6 @@
 //! A [`Backend`] over any `object_store` store: the local file system and memory now, Azure
-//! Blob, S3 and GCS through the same adapter. It owns a small tokio runtime and blocks on it,
-//! so the engine's threads call it like a file API.
+//! Blob, S3 and GCS through the same adapter. Requests run on the process's one I/O runtime
+//! ([`super::io`]) and the caller waits, so the engine's threads call it like a file API.
 
 use std::ops::Range;
 use std::path::Path as FsPath;
@@ -11,6 +11,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::io::block_on;
 use super::{Backend, BackendError, ObjectInfo};
 
 /// An object_store-backed repository location.
@@ -18,7 +19,6 @@ pub struct ObjectStoreBackend {
     pub(super) store: Arc<dyn ObjectStore>,
     prefix: Path,
     pub(super) location: String,
-    pub(super) runtime: tokio::runtime::Runtime,
     pub(super) azure: Option<super::cloud::AzureContainer>,
     multipart: Option<Multipart>,
     /// An S3 or GCS bucket (see `bucket_missing`).
@@ -56,16 +56,11 @@ impl ObjectStoreBackend {
         prefix: &str,
         location: String,
     ) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cairn-io")
-            .enable_all()
-            .build()?;
+        super::io::ensure()?;
         Ok(ObjectStoreBackend {
             store,
             prefix: Path::from(prefix),
             location,
-            runtime,
             azure: None,
             multipart: None,
             is_bucket: false,
@@ -232,22 +227,38 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn list(&self, prefix: &str, f: &mut dyn FnMut(ObjectInfo)) -> Result<(), BackendError> {
+        // Pages of the listing are fetched on the I/O runtime and handed to `f` on this
+        // thread, so `f` need not be `Send` and at most one page is held.
+        const PAGE: usize = 1000;
         let p = self.full(prefix.trim_end_matches('/'));
-        self.runtime.block_on(async {
-            let mut stream = self.store.list(Some(&p));
-            while let Some(item) = stream.next().await {
+        let mut stream = self.store.list(Some(&p));
+        loop {
+            let page = block_on(async {
+                let mut page = Vec::with_capacity(PAGE);
+                while page.len() < PAGE {
+                    match stream.next().await {
+                        Some(item) => page.push(item),
+                        None => break,
+                    }
+                }
+                page
+            });
+            let last = page.len() < PAGE;
+            for item in page {
                 let meta = item.map_err(|e| map_err(prefix, e))?;
                 f(ObjectInfo {
                     path: self.relative(&meta.location),
                     size: meta.size,
                 });
             }
-            Ok(())
-        })
+            if last {
+                return Ok(());
+            }
+        }
     }
 
     fn head(&self, path: &str) -> Result<Option<u64>, BackendError> {
-        match self.runtime.block_on(self.store.head(&self.full(path))) {
+        match block_on(self.store.head(&self.full(path))) {
             Ok(m) => Ok(Some(m.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(map_err(path, e)),
@@ -256,7 +267,7 @@ impl Backend for ObjectStoreBackend {
 
     fn get(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, BackendError> {
         let p = self.full(path);
-        self.runtime.block_on(async {
+        block_on(async {
             let r = match range {
                 Some(r) => self.store.get_range(&p, r).await,
                 None => match self.store.get(&p).await {
@@ -273,27 +284,22 @@ impl Backend for ObjectStoreBackend {
             && data.len() >= m.threshold
             && path.starts_with(super::FileKind::Pack.prefix())
         {
-            return self
-                .runtime
-                .block_on(self.put_in_parts(&self.full(path), data, m))
+            return block_on(self.put_in_parts(&self.full(path), data, m))
                 .map_err(|e| map_err(path, e));
         }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        self.runtime
-            .block_on(
-                self.store
-                    .put_opts(&self.full(path), PutPayload::from_bytes(data), opts),
-            )
-            .map(|_| ())
-            .map_err(|e| map_err(path, e))
+        block_on(
+            self.store
+                .put_opts(&self.full(path), PutPayload::from_bytes(data), opts),
+        )
+        .map(|_| ())
+        .map_err(|e| map_err(path, e))
     }
 
     fn delete(&self, path: &str) -> Result<(), BackendError> {
-        self.runtime
-            .block_on(self.store.delete(&self.full(path)))
-            .map_err(|e| map_err(path, e))
+        block_on(self.store.delete(&self.full(path))).map_err(|e| map_err(path, e))
     }
 }

@@ -143,6 +143,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.inner.spool(capacity)
     }
 
+    fn parallelism(&self) -> super::Parallelism {
+        self.inner.parallelism()
+    }
+
     fn remove_stale_temporaries(
         &self,
         before: std::time::SystemTime,
