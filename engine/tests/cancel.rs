@@ -76,6 +76,17 @@ fn backup_opts(src: &Path) -> BackupOptions {
     }
 }
 
+/// A backup of `src` that runs to its end.
+fn backup_once(backend: &Arc<dyn Backend>, src: &Path) -> backup::BackupOutcome {
+    backup::run(
+        &open(backend.clone()),
+        &backup_opts(src),
+        &Progress::default(),
+        &Context::default(),
+    )
+    .unwrap()
+}
+
 /// `check --read-data` finds no error, and no lock is left.
 fn assert_clean(backend: &Arc<dyn Backend>) {
     let repo = open(backend.clone());
@@ -116,13 +127,7 @@ fn a_cancelled_backup_writes_no_snapshot_and_the_next_one_reuses_what_it_stored(
     assert!(repo.snapshot_ids().unwrap().is_empty(), "no snapshot");
     assert_clean(&backend);
 
-    let done = backup::run(
-        &open(backend.clone()),
-        &backup_opts(&src),
-        &Progress::default(),
-        &Context::default(),
-    )
-    .unwrap();
+    let done = backup_once(&backend, &src);
     let total = FILES * FILE_SIZE as u64;
     let reused = total - done.snapshot.summary.data_added;
     // At least the three packs stored before the cancel took effect (256 KiB each, less the
@@ -201,13 +206,7 @@ fn a_cancelled_restore_stops_and_a_second_restore_into_the_same_target_completes
     let src = base.path().join("src");
     source(&src);
     let backend = local_repository(&base.path().join("repo"));
-    let done = backup::run(
-        &open(backend.clone()),
-        &backup_opts(&src),
-        &Progress::default(),
-        &Context::default(),
-    )
-    .unwrap();
+    let done = backup_once(&backend, &src);
     let target = base.path().join("target");
     let cancel = Cancel::new();
     let repo = open(tripped(&backend, Trip::PackGet, 3, &cancel))
@@ -266,13 +265,7 @@ fn a_cancelled_check_stops_with_cancelled() {
     let src = base.path().join("src");
     source(&src);
     let backend = local_repository(&base.path().join("repo"));
-    backup::run(
-        &open(backend.clone()),
-        &backup_opts(&src),
-        &Progress::default(),
-        &Context::default(),
-    )
-    .unwrap();
+    backup_once(&backend, &src);
     let cancel = Cancel::new();
     let opts = CheckOptions {
         read_data: Some(Subset::All),
@@ -289,13 +282,7 @@ fn a_prune_cancelled_while_repacking_leaves_a_valid_repository_that_the_next_pru
     let src = base.path().join("src");
     source(&src);
     let backend = local_repository(&base.path().join("repo"));
-    let first = backup::run(
-        &open(backend.clone()),
-        &backup_opts(&src),
-        &Progress::default(),
-        &Context::default(),
-    )
-    .unwrap();
+    let first = backup_once(&backend, &src);
     // Half the files change: the first snapshot alone holds their old contents.
     for i in (0..FILES).step_by(2) {
         std::fs::write(
@@ -304,13 +291,7 @@ fn a_prune_cancelled_while_repacking_leaves_a_valid_repository_that_the_next_pru
         )
         .unwrap();
     }
-    let second = backup::run(
-        &open(backend.clone()),
-        &backup_opts(&src),
-        &Progress::default(),
-        &Context::default(),
-    )
-    .unwrap();
+    let second = backup_once(&backend, &src);
     let repo = open(backend.clone());
     cairn_engine::forget::remove(&repo, &first.id).unwrap();
 
