@@ -12,7 +12,7 @@
 //! Every problem names the object (and the blob, path or snapshot involved). Nothing is
 //! written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cairn_repo_format::blob::open_blob;
@@ -176,9 +176,14 @@ pub fn run(
             *e = (*e).max(count);
         }
     }
+    // A pack missing from `data/` is lost data when an index file names it. A pack that only
+    // condemned lists name was deleted by a sweep that did not get to delete its list (a
+    // killed prune): that is lost data only if a snapshot needs it, which the snapshot walk
+    // below tells.
+    let main: HashSet<&Id> = repo.index().packs().iter().collect();
     let mut missing: Vec<(&Id, &u32)> = expected
         .iter()
-        .filter(|(p, _)| !listed.contains_key(*p))
+        .filter(|(p, _)| !listed.contains_key(*p) && main.contains(p))
         .collect();
     missing.sort();
     for (pack, n) in missing {
@@ -187,6 +192,11 @@ pub fn run(
             blobs: *n,
         });
     }
+    let swept: HashSet<Id> = expected
+        .keys()
+        .filter(|p| !listed.contains_key(*p) && !main.contains(p))
+        .copied()
+        .collect();
     let mut unindexed: Vec<&Id> = listed
         .keys()
         .filter(|p| !expected.contains_key(*p))
@@ -198,7 +208,7 @@ pub fn run(
 
     check_packs(&repo, opts, &expected, &listed, &mut r);
     cx.cancel.check().map_err(|_| CheckError::Cancelled)?;
-    check_snapshots(&repo, &mut r)?;
+    check_snapshots(&repo, &swept, &mut r)?;
     cx.cancel.check().map_err(|_| CheckError::Cancelled)?;
     Ok(r.summary)
 }
@@ -423,11 +433,33 @@ fn read_in_pieces(
     Ok(hasher.finish())
 }
 
-fn check_snapshots(repo: &Repository<Indexed>, r: &mut Reporter<'_>) -> Result<(), RepoError> {
+/// Walks every snapshot; reports what they refer to that is damaged or missing, including
+/// blobs in `swept` packs (named only by condemned lists, and gone).
+fn check_snapshots(
+    repo: &Repository<Indexed>,
+    swept: &HashSet<Id>,
+    r: &mut Reporter<'_>,
+) -> Result<(), RepoError> {
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
     let mut reach = Reach::new(repo);
     r.summary.snapshots = reach.walk_snapshots(&ids, &mut Default::default(), &mut |e| r.add(e));
+    if swept.is_empty() {
+        return Ok(());
+    }
+    let pending = repo.pending();
+    let mut needed: HashMap<Id, u32> = HashMap::new();
+    for pos in (0..pending.len()).filter(|&pos| reach.pending.contains(pos)) {
+        let pack = pending.packs()[pending.entry_at(pos).0 as usize];
+        if swept.contains(&pack) {
+            *needed.entry(pack).or_default() += 1;
+        }
+    }
+    let mut needed: Vec<_> = needed.into_iter().collect();
+    needed.sort();
+    for (pack, blobs) in needed {
+        r.add(Event::PackMissing { pack, blobs });
+    }
     Ok(())
 }
 

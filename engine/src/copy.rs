@@ -13,9 +13,9 @@ use cairn_repo_format::tree::Tree;
 use cairn_repo_format::{BlobType, Id, Indexed, Opened, RepoError, Repository};
 use crossbeam_channel::{Sender, bounded};
 
-use crate::backup::seal::Dedup;
-use crate::backup::{Progress, pack};
+use crate::backup::Progress;
 use crate::lock::LockError;
+use crate::store::{self, Dedup};
 
 /// Why a copy stopped.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +116,7 @@ pub fn run(
     let (copier_result, packed) = std::thread::scope(|s| {
         let dst_ref = &dst;
         let progress = &progress;
-        let packer = s.spawn(move || pack::run(dst_ref, rx, 2, progress, &crate::Cancel::new()));
+        let packer = s.spawn(move || store::run(dst_ref, rx, 2, progress, &crate::Cancel::new()));
         let mut copier = Copier {
             src,
             dst: &dst,

@@ -25,6 +25,7 @@ pub mod repair;
 pub mod restore;
 pub mod select;
 pub mod stats;
+pub mod store;
 
 pub use cancel::{Cancel, Cancelled};
 pub use events::{Event, Events, Severity};

@@ -49,6 +49,8 @@ pub struct RepoLock {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
     repo: Repository<Opened>,
+    /// Left in the repository on drop, as a killed process leaves its lock.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl RepoLock {
@@ -102,12 +104,21 @@ impl RepoLock {
             stop: Some(stop),
             thread: Some(thread),
             repo,
+            abandoned: Default::default(),
         }
     }
 
     /// The current lock object's id.
     pub fn id(&self) -> Id {
         self.lock_state().current
+    }
+
+    /// Stops refreshing the lock and leaves it in the repository when dropped, as a process
+    /// killed while holding it would: it goes stale, and `cairn unlock` removes it. For the
+    /// tests of what a killed operation leaves behind.
+    pub fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -159,6 +170,9 @@ impl Drop for RepoLock {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
         let id = self.lock_state().current;
         let _ = self.repo.remove_lock(&id);

@@ -46,6 +46,7 @@ pub fn options(o: &PruneOpts, dry_run: bool) -> Result<PruneOptions> {
         max_unused: fraction(&o.max_unused)?,
         max_repack_bytes: o.max_repack_size.as_deref().map(size).transpose()?,
         dry_run,
+        ..Default::default()
     })
 }
 

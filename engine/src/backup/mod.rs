@@ -19,8 +19,9 @@
 //!   thread; a large file's (8 MiB and up) are copied out to a pool of seal threads, so that a
 //!   single large file keeps every core busy.
 //! * tree: one tree blob per directory, bottom-up, as directories finish.
-//! * pack/upload: packs of about `pack_size`, stored create-only on `connections` threads;
-//!   index files as packs complete.
+//! * pack/upload: the write path that `copy` and prune share ([`crate::store`]): packs of
+//!   about `pack_size`, stored create-only on `connections` threads; index files as packs
+//!   complete.
 //!
 //! Every queue is bounded, so memory is set by the configuration (workers × chunk window,
 //! packs being filled, queue depths) plus the index, not by file sizes or counts. The snapshot
@@ -28,12 +29,10 @@
 
 pub mod archive;
 pub mod chunk;
-pub mod pack;
 pub mod read;
 pub mod seal;
 pub mod stdin;
 pub mod tree;
-pub mod upload;
 pub mod walk;
 
 use std::io;
@@ -52,6 +51,7 @@ use crate::events::Event;
 use crate::filter::Patterns;
 use crate::lock::LockError;
 use crate::select::{SnapshotFilter, latest_matching};
+use crate::store;
 use archive::{Archiver, FileJob};
 pub use read::ChangeRules;
 use seal::{BlobBatch, Dedup, SealJob, SealTo};
@@ -427,7 +427,7 @@ fn run_indexed(
             s.spawn(move || tree::run(dir_rx, repo.key(), dedup_ref, tree_blobs, level, progress));
         drop(blob_tx);
         let connections = opts.upload_connections(repo);
-        let packer = s.spawn(move || pack::run(repo, blob_rx, connections, progress, &cx.cancel));
+        let packer = s.spawn(move || store::run(repo, blob_rx, connections, progress, &cx.cancel));
 
         let parent_root = parent.as_ref().map(|(_, snap)| snap.tree);
         let mut archiver = Archiver::new(

@@ -14,8 +14,9 @@ use chrono::Utc;
 use crossbeam_channel::bounded;
 
 use super::seal::{Dedup, SealJob, SealTo, seal};
-use super::{BackupError, BackupOptions, BackupOutcome, Progress, chunk, pack, summarize};
+use super::{BackupError, BackupOptions, BackupOutcome, Progress, chunk, summarize};
 use crate::Context;
+use crate::store;
 
 /// Backs up everything `source` yields as one file named `name` at the snapshot's root. The
 /// snapshot's path is `/NAME`, so the next dump of the same name finds this one as parent.
@@ -51,7 +52,7 @@ pub fn run(
     let (seal_tx, seal_rx) = bounded::<SealJob>(sealers * 2);
     let (chunked, packed) = std::thread::scope(|s| {
         let packer = s.spawn(move || {
-            pack::run(
+            store::run(
                 repo,
                 rx,
                 opts.upload_connections(repo),

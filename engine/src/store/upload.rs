@@ -1,4 +1,4 @@
-//! Upload stage: stores finished packs (create-only, named by their hash) on several
+//! Upload step of the write path: stores finished packs (create-only, named by their hash) on several
 //! connections at once and writes index files as packs complete, so that an interrupted backup
 //! leaves indexed, reusable packs. The
 //! order is the invariant: a pack is stored before any index names it, and every index entry a
@@ -13,7 +13,7 @@ use cairn_repo_format::pack::{PackEntry, PackInfo};
 use cairn_repo_format::{BackendError, FileKind, Id, Indexed, RepoError, Repository};
 use crossbeam_channel::Receiver;
 
-use super::Progress;
+use crate::backup::Progress;
 
 /// Write an index file after this many packs…
 const FLUSH_PACKS: usize = 8;

@@ -1,18 +1,20 @@
-//! Pack stage: one thread collects sealed blobs into packs (data and tree blobs in separate
-//! packs) and hands each pack to the upload stage once it reaches the target size. Each pack
+//! Pack step of the write path: one thread collects sealed blobs into packs (data and tree
+//! blobs in separate packs, [`Packer`]) and hands each pack to the upload step once it reaches
+//! the target size. Each pack
 //! is written as it fills into a spool the backend provides (a temporary file beside a local
 //! repository's objects, memory for an object store), named on the way
 //! ([`cairn_repo_format::pack::PackWriter`]).
 
 use cairn_repo_format::backend::Spool;
 use cairn_repo_format::blob::SealedBlob;
+use cairn_repo_format::compress::Compression;
 use cairn_repo_format::pack::PackWriter;
-use cairn_repo_format::{BackendError, BlobType, Indexed, RepoError, Repository};
+use cairn_repo_format::{BackendError, BlobType, Id, Indexed, RepoError, Repository};
 use crossbeam_channel::{Receiver, bounded};
 
-use super::Progress;
 use super::upload::{self, SpooledPack};
 use crate::Cancel;
+use crate::backup::Progress;
 
 /// Packs everything received until every sender is gone and hands each full pack to the
 /// upload stage's `connections` threads (or, with one connection, stores it itself), then
@@ -68,60 +70,91 @@ fn fill(
     repo: &Repository<Indexed>,
     blobs: Receiver<Vec<SealedBlob>>,
     cancel: &Cancel,
-    mut store: impl FnMut(SpooledPack) -> Result<(), RepoError>,
+    store: impl FnMut(SpooledPack) -> Result<(), RepoError>,
 ) -> Result<(), RepoError> {
-    let target = repo.config().pack_size as u64;
-    // Created when their first blob comes, so a backup that stores nothing spools nothing.
-    let mut data: Option<PackWriter<Spool>> = None;
-    let mut tree: Option<PackWriter<Spool>> = None;
+    let mut packer = Packer::new(repo, store);
     for batch in blobs {
         if cancel.is_cancelled() {
-            // The half-filled packs' spools go with them; the producers see the channel close.
+            // The half-filled packs' spools go with the packer; the producers see the channel
+            // close.
             return Ok(());
         }
         for blob in batch {
-            add(repo, &mut data, &mut tree, &blob, target, &mut store)?;
+            packer.add(&blob)?;
         }
     }
-    for pack in [data, tree].into_iter().flatten() {
-        store(finish(repo, pack)?)?;
-    }
-    Ok(())
+    packer.finish()
 }
 
-/// Adds one blob to the pack of its type, storing the pack when it is full.
-fn add(
-    repo: &Repository<Indexed>,
-    data: &mut Option<PackWriter<Spool>>,
-    tree: &mut Option<PackWriter<Spool>>,
-    blob: &SealedBlob,
+/// Collects blobs into packs of the repository's pack size, data and tree blobs apart, and
+/// hands each full pack to `store`. I/O-free but for the backend's spool: the caller decides
+/// whether `store` uploads at once or queues the pack for upload threads.
+pub struct Packer<'a, F> {
+    repo: &'a Repository<Indexed>,
     target: u64,
-    store: &mut impl FnMut(SpooledPack) -> Result<(), RepoError>,
-) -> Result<(), RepoError> {
-    {
-        let slot = match blob.ty {
-            BlobType::Data => data,
-            BlobType::Tree => tree,
-        };
-        let pack = match slot {
-            Some(p) => p,
-            None => slot.insert(start(repo, blob.ty)?),
-        };
-        pack.add(blob).map_err(spool_error)?;
-        if pack.len() >= target
-            && let Some(full) = slot.take()
-        {
-            store(finish(repo, full)?)?;
+    /// Created when their first blob comes, so a run that stores nothing spools nothing.
+    slots: [Option<PackWriter<Spool>>; 2],
+    store: F,
+}
+
+impl<'a, F: FnMut(SpooledPack) -> Result<(), RepoError>> Packer<'a, F> {
+    /// A packer for `repo` whose full packs go to `store`.
+    pub fn new(repo: &'a Repository<Indexed>, store: F) -> Self {
+        Packer {
+            repo,
+            target: repo.config().pack_size as u64,
+            slots: [None, None],
+            store,
         }
     }
-    Ok(())
+
+    /// Adds a freshly sealed blob.
+    pub fn add(&mut self, blob: &SealedBlob) -> Result<(), RepoError> {
+        self.add_stored(
+            blob.ty,
+            blob.id,
+            blob.compression,
+            blob.raw_len,
+            &blob.bytes,
+        )
+    }
+
+    /// Adds a blob's sealed bytes as another pack holds them (repacking: no new seal).
+    pub fn add_stored(
+        &mut self,
+        ty: BlobType,
+        id: Id,
+        compression: Compression,
+        raw_length: u32,
+        sealed: &[u8],
+    ) -> Result<(), RepoError> {
+        let slot = &mut self.slots[(ty == BlobType::Tree) as usize];
+        let pack = match slot {
+            Some(p) => p,
+            None => slot.insert(start(self.repo, ty)?),
+        };
+        pack.add_stored(ty, id, compression, raw_length, sealed)
+            .map_err(spool_error)?;
+        if pack.len() >= self.target
+            && let Some(full) = slot.take()
+        {
+            (self.store)(finish(self.repo, full)?)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the packs still filling. Dropping a packer instead discards them (their spools
+    /// go with them).
+    pub fn finish(mut self) -> Result<(), RepoError> {
+        for pack in std::mem::take(&mut self.slots).into_iter().flatten() {
+            (self.store)(finish(self.repo, pack)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// A new pack for blobs of type `ty`, in a spool from the repository's backend.
-pub(crate) fn start(
-    repo: &Repository<Indexed>,
-    ty: BlobType,
-) -> Result<PackWriter<Spool>, RepoError> {
+fn start(repo: &Repository<Indexed>, ty: BlobType) -> Result<PackWriter<Spool>, RepoError> {
     // Room for a full pack and one more largest blob, for a backend that spools in memory.
     let capacity = match ty {
         BlobType::Data => repo.config().pack_size as usize + repo.config().chunker.max as usize,
@@ -131,17 +164,14 @@ pub(crate) fn start(
 }
 
 /// Ends a pack: header, name, body ready to store.
-pub(crate) fn finish(
-    repo: &Repository<Indexed>,
-    pack: PackWriter<Spool>,
-) -> Result<SpooledPack, RepoError> {
+fn finish(repo: &Repository<Indexed>, pack: PackWriter<Spool>) -> Result<SpooledPack, RepoError> {
     let (info, spool) = pack.finish(repo.key()).map_err(spool_error)?;
     let body = spool.finish().map_err(spool_error)?;
     Ok(SpooledPack { info, body })
 }
 
 /// A spool's write failure (it names its file).
-pub(crate) fn spool_error(e: std::io::Error) -> RepoError {
+fn spool_error(e: std::io::Error) -> RepoError {
     RepoError::Backend(BackendError::Other {
         path: "temporary pack file".into(),
         message: e.to_string(),

@@ -1,0 +1,180 @@
+//! Sweep step of prune: deletes condemned packs once no backup that might have deduplicated
+//! against them is still running. For each condemned list, the backup locks are read first
+//! and then the snapshots written since the mark step, so a backup that finished meanwhile is
+//! seen: the packs its snapshot needs are rescued (indexed again) and the rest deleted, then
+//! the list. A list that a running backup may depend on waits for a later prune.
+
+use std::collections::{HashMap, HashSet};
+
+use cairn_repo_format::lock::LockKind;
+use cairn_repo_format::pack::PackEntry;
+use cairn_repo_format::{FileKind, Id, Indexed, RepoError, Repository};
+use chrono::{DateTime, Utc};
+
+use super::{CLOCK_SKEW, Checkpoint, PruneError, PruneStats, Stops, commit, mark, step};
+use crate::Context;
+use crate::events::Event;
+use crate::inventory::{self, CondemnedList};
+use crate::reach::Reach;
+
+/// A temporary file this much older than the oldest running backup belongs to no writer:
+/// each writer takes its lock before it makes temporary files, and the margin covers clocks
+/// that differ (lock times are the writers', file times the file system's) and the short
+/// puts of commands that take no lock.
+const TEMPORARY_MARGIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// Removes the temporary files killed writers left (see [`TEMPORARY_MARGIN`]).
+pub fn remove_stale_temporaries(
+    repo: &Repository<Indexed>,
+    cx: &Context,
+) -> Result<u64, PruneError> {
+    let now = Utc::now();
+    let oldest = repo
+        .locks()?
+        .into_iter()
+        .filter_map(|(_, l)| l.ok())
+        .filter(|l| l.kind == LockKind::Backup && !l.is_stale(now))
+        .map(|l| l.started)
+        .min()
+        .unwrap_or(now)
+        .min(now);
+    let before = std::time::SystemTime::from(oldest - TEMPORARY_MARGIN);
+    let removed = repo
+        .backend()
+        .remove_stale_temporaries(before)
+        .map_err(RepoError::from)?;
+    for name in &removed {
+        cx.emit(Event::TemporaryRemoved { name: name.clone() });
+    }
+    Ok(removed.len() as u64)
+}
+
+/// Deletes the packs of every condemned list that no running backup can depend on, after
+/// rescuing those that snapshots written meanwhile need.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    repo: Repository<Indexed>,
+    lists: &[CondemnedList],
+    started: DateTime<Utc>,
+    walked: &HashSet<Id>,
+    needed_pending: &HashSet<Id>,
+    listed: &HashMap<Id, u64>,
+    stats: &mut PruneStats,
+    stops: &Stops<'_>,
+) -> Result<(), PruneError> {
+    let cx = stops.cx;
+    if lists.is_empty() {
+        return Ok(());
+    }
+    // 1. Which lists a running backup may depend on. Locks are listed before snapshots: a
+    //    backup writes its snapshot before it removes its lock, so one that finished is seen.
+    let now = Utc::now();
+    let running: Vec<_> = repo
+        .locks()?
+        .into_iter()
+        .filter_map(|(id, l)| l.ok().map(|l| (id, l)))
+        .filter(|(_, l)| l.kind == LockKind::Backup && !l.is_stale(now))
+        .collect();
+    let mut eligible = Vec::new();
+    for list in lists {
+        let since = if list.stamp.committed {
+            list.stamp.time
+        } else {
+            started
+        };
+        match running.iter().find(|(_, l)| l.started < since + CLOCK_SKEW) {
+            Some((id, l)) => {
+                cx.emit(Event::LockWaited {
+                    lock: *id,
+                    holder: format!("{} pid {}", l.hostname, l.pid),
+                    since: l.started.to_rfc3339(),
+                    waiting: format!(
+                        "deleting the {} packs of {}",
+                        list.packs.len(),
+                        FileKind::Condemned.path(&list.id)
+                    ),
+                });
+                stats.deferred.push(format!(
+                "{}: {} packs wait for the backup holding lock {} ({} pid {}, started {}); a later prune deletes them (`cairn unlock` if that backup is gone)",
+                FileKind::Condemned.path(&list.id),
+                list.packs.len(),
+                id.short(),
+                l.hostname,
+                l.pid,
+                l.started.to_rfc3339()
+            ))
+            }
+            None => eligible.push(list),
+        }
+    }
+    if eligible.is_empty() {
+        return Ok(());
+    }
+    // 2. Snapshots written since the mark phase, against the index as it is now.
+    let opened = repo.into_opened();
+    let mut damaged = Vec::new();
+    let (repo, _) = inventory::load(opened, &mut |e| damaged.push(e.to_string()))?;
+    let mut reach = Reach::new(&repo);
+    let mut walked = walked.clone();
+    mark::walk_new(&repo, &mut reach, &mut walked, &mut damaged, &mut 0)?;
+    if !damaged.is_empty() {
+        return Err(PruneError::Damaged(damaged));
+    }
+    let mut needed = mark::pending_packs(&repo, &reach.pending);
+    needed.extend(needed_pending.iter().copied());
+    // A condemned pack that some index file names again is simply kept.
+    let reindexed: HashSet<&Id> = repo.index().packs().iter().collect();
+    // 3. Rescue, delete, then drop the list.
+    let mut rescue: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+    let mut delete_packs = Vec::new();
+    for list in &eligible {
+        for pack in &list.packs {
+            if reindexed.contains(pack) {
+                continue;
+            }
+            if needed.contains(pack) {
+                if !rescue.iter().any(|(p, _)| p == pack) {
+                    rescue.push((*pack, pending_entries(&repo, pack)));
+                }
+            } else {
+                delete_packs.push(*pack);
+            }
+        }
+    }
+    if !rescue.is_empty() {
+        repo.save_index(rescue.iter().map(|(p, e)| (p, e.as_slice())))?;
+        stops.reached(Checkpoint::Rescued)?;
+        stats.packs_rescued += rescue.len() as u64;
+        step(
+            cx,
+            format!(
+                "{} condemned packs are needed by snapshots written meanwhile; re-indexed",
+                rescue.len()
+            ),
+        );
+    }
+    delete_packs.sort();
+    delete_packs.dedup();
+    for pack in &delete_packs {
+        commit::delete(&repo, &FileKind::Pack.path(pack))?;
+        stats.packs_deleted += 1;
+        stats.bytes_freed += listed.get(pack).copied().unwrap_or(0);
+    }
+    stops.reached(Checkpoint::PacksDeleted)?;
+    for list in eligible {
+        commit::delete(&repo, &FileKind::Condemned.path(&list.id))?;
+    }
+    Ok(())
+}
+
+/// A condemned pack's entries, from the pending index.
+fn pending_entries(repo: &Repository<Indexed>, pack: &Id) -> Vec<PackEntry> {
+    let p = repo.pending();
+    let mut out: Vec<PackEntry> = (0..p.len())
+        .map(|pos| p.entry_at(pos))
+        .filter(|(n, _)| p.packs()[*n as usize] == *pack)
+        .map(|(_, e)| e)
+        .collect();
+    out.sort_by_key(|e| e.offset);
+    out
+}
