@@ -55,11 +55,15 @@ fn main() -> ExitCode {
         Ok(cli::Outcome::Partial) => ExitCode::from(3),
         Err(e) => {
             let code = cli::exit_code(&e);
+            let hint = cli::advice::advice(&e);
             if json {
-                let msg = serde_json::json!({ "error": format!("{e:#}"), "exit_code": code });
+                let msg = serde_json::json!({ "error": format!("{e:#}"), "hint": hint, "exit_code": code });
                 eprintln!("{msg}");
             } else {
                 eprintln!("cairn: {e:#}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::from(code)
         }

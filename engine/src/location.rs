@@ -56,9 +56,7 @@ pub enum LocationError {
     #[error("repository location {0:?} names no container or bucket: use SCHEME://NAME/PREFIX")]
     NoBucket(String),
     /// The Azure container does not exist.
-    #[error(
-        "Azure container {container:?} does not exist: create it with `cairn init`, or check the name and AZURE_STORAGE_ACCOUNT_NAME"
-    )]
+    #[error("Azure container {container:?} does not exist")]
     NoContainer {
         /// Its name.
         container: String,

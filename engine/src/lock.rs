@@ -19,9 +19,7 @@ use crossbeam_channel::{Sender, bounded};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another prune holds the exclusive lock.
-    #[error(
-        "another prune is running (lock {id}, {host} pid {pid}, since {since}); wait for it, or run `cairn unlock` if that process is gone"
-    )]
+    #[error("another prune is running (lock {id}, {host} pid {pid}, since {since})")]
     PruneRunning {
         /// The other lock.
         id: Id,

@@ -48,7 +48,7 @@ pub enum SelectError {
     #[error("snapshot id prefix {0:?} is ambiguous; give more digits")]
     Ambiguous(String),
     /// Not `latest` and not hex.
-    #[error("{0:?} is not a snapshot id: use `latest` or an id (prefix) from `cairn snapshots`")]
+    #[error("{0:?} is not a snapshot id (`latest`, or a hexadecimal id or prefix)")]
     Invalid(String),
     /// Repository failure.
     #[error(transparent)]

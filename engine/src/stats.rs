@@ -76,7 +76,7 @@ pub fn run(repo: &Repository<Indexed>, snapshots: &[(Id, Snapshot)]) -> Result<S
     if let Some(p) = missing {
         return Err(RepoError::Corrupt {
             object: "snapshot".into(),
-            reason: format!("{p}; run `cairn check`"),
+            reason: p,
         });
     }
     for (index, bits) in [

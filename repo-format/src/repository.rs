@@ -23,7 +23,7 @@ use crate::tree::Tree;
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     /// No repository at this location.
-    #[error("no repository at {location}: run `cairn init` to create one, or check -r/--repo")]
+    #[error("no repository at {location}")]
     NotFound {
         /// The location given.
         location: String,
@@ -79,15 +79,13 @@ pub enum RepoError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyRemoveError {
     /// It is the key this process opened the repository with.
-    #[error(
-        "key {0} is the one in use; open the repository with another password to remove it (or use `cairn key passwd`)"
-    )]
+    #[error("key {0} is the one in use; open the repository with another password to remove it")]
     InUse(Id),
     /// It is the only key.
     #[error("key {0} is the last key; removing it would lock everyone out")]
     Last(Id),
     /// No such key file.
-    #[error("no key {0} in this repository; see `cairn key list`")]
+    #[error("no key {0} in this repository")]
     NoSuchKey(Id),
     /// Storage failed.
     #[error(transparent)]

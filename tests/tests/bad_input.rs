@@ -75,7 +75,11 @@ fn no_repository_at_the_path_exits_10_and_names_it() {
             who: RunAs::Me,
         };
         let name = location.display().to_string();
-        repo.run(&["snapshots"]).expect_code(10).stderr_has(&name);
+        // The error states the fact; the command line adds what to do about it.
+        repo.run(&["snapshots"])
+            .expect_code(10)
+            .stderr_has(&name)
+            .stderr_has("hint: run `cairn init`");
         repo.run(&["ls", "latest"])
             .expect_code(10)
             .stderr_has(&name);

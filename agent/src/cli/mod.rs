@@ -1,6 +1,7 @@
 //! The `cairn` command's glue: opening the repository from flags and environment, the
 //! password, one module per command, output helpers, and the error → exit code mapping.
 
+pub mod advice;
 pub mod args;
 mod backup;
 mod cat;
@@ -108,12 +109,8 @@ pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
 
 /// The exit code for an error: 10 no repository, 12 wrong password, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        let repo_error = match cause.downcast_ref::<OpenError>() {
-            Some(OpenError::Repo(r)) => Some(r),
-            _ => cause.downcast_ref::<RepoError>(),
-        };
-        if let Some(r) = repo_error {
+    for cause in advice::causes(e) {
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
             match r {
                 RepoError::NotFound { .. } => return 10,
                 RepoError::WrongPassword { .. } => return 12,

@@ -150,7 +150,7 @@ pub enum PruneError {
     Lock(#[from] LockError),
     /// The repository is damaged; pruning it could lose more.
     #[error(
-        "the repository is damaged, so nothing was pruned:\n  {}\nrun `cairn check`, then `cairn repair index` or `cairn repair snapshots`",
+        "the repository is damaged, so nothing was pruned:\n  {}",
         .0.join("\n  ")
     )]
     Damaged(Vec<String>),

@@ -80,7 +80,7 @@ pub struct RestoreProgress {
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// The subpath is not in the snapshot.
-    #[error("{0:?} is not in the snapshot; see `cairn ls`")]
+    #[error("{0:?} is not in the snapshot")]
     NoSuchPath(String),
     /// The target cannot be created.
     #[error("target: {0}")]
