@@ -3,6 +3,7 @@
 //! not be read, 10 no repository, 12 wrong password.
 
 mod cli;
+mod daemon;
 mod signals;
 
 use std::process::ExitCode;

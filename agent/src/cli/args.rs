@@ -78,6 +78,8 @@ pub enum Command {
     Find(FindArgs),
     /// Write a file from a snapshot to stdout, or a directory as a tar archive.
     Dump(DumpArgs),
+    /// Run the node agent (a DaemonSet): back up the annotated volumes of this node's pods.
+    Agent(AgentArgs),
     /// Sizes: what a restore would write, what is stored, and the deduplication ratio.
     Stats(StatsArgs),
 }
@@ -361,6 +363,11 @@ pub struct BackupArgs {
     /// Host name to record (default: this machine's).
     #[arg(long = "host")]
     pub host: Option<String>,
+    /// Record the directory under this path instead of its own, e.g. `/<namespace>/<pvc>` as
+    /// the agent does: the parent snapshot is found by it, so a directory that moved still
+    /// gets an incremental backup. Needs exactly one directory; not with --stdin.
+    #[arg(long, value_name = "PATH", conflicts_with = "stdin")]
+    pub as_path: Option<String>,
     /// Exclude paths matching PATTERN (repeatable).
     #[arg(long = "exclude", short = 'e', value_name = "PATTERN")]
     pub excludes: Vec<String>,
@@ -434,4 +441,39 @@ pub struct CatArgs {
     pub kind: String,
     /// The object's id (a prefix works for snapshot, index, pack and key; `latest` for snapshot).
     pub id: Option<String>,
+}
+
+/// `cairn agent`. Every flag can also come from the environment (`CAIRN_…`), as a DaemonSet
+/// sets it from the downward API.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// This node's name (`spec.nodeName` of the pods to back up).
+    #[arg(long, env = "CAIRN_NODE_NAME")]
+    pub node_name: String,
+    /// The cluster's name: the host of every snapshot this agent writes.
+    #[arg(long, env = "CAIRN_CLUSTER")]
+    pub cluster: String,
+    /// The kubelet's root directory, as mounted in this container.
+    #[arg(long, env = "CAIRN_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    pub kubelet_root: PathBuf,
+    /// When volumes without a schedule of their own are backed up (5-field cron, @daily,
+    /// @every 6h), in the agent's time zone.
+    #[arg(long, env = "CAIRN_SCHEDULE", default_value = "0 2 * * *")]
+    pub schedule: String,
+    /// Backups running at once on this node.
+    #[arg(long, env = "CAIRN_MAX_CONCURRENT", default_value_t = 1)]
+    pub max_concurrent: usize,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "CAIRN_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Back up every persistent volume of every pod, except those excluded by annotation.
+    #[arg(long, env = "CAIRN_DEFAULT_VOLUMES")]
+    pub default_volumes: bool,
+    /// Record each backup's result on its pod (backup.cairn.io/last-backup); needs RBAC
+    /// patch rights on pods.
+    #[arg(long, env = "CAIRN_ANNOTATE_PODS")]
+    pub annotate_pods: bool,
+    /// File threads per backup (0: one per CPU).
+    #[arg(long, env = "CAIRN_WORKERS", default_value_t = 2)]
+    pub workers: usize,
 }

@@ -71,6 +71,7 @@ fn options(
         workers: a.workers,
         connections: ctx.settings()?.connections(),
         scan: false,
+        as_path: a.as_path.clone(),
     })
 }
 

@@ -2,6 +2,7 @@
 //! password, one module per command, output helpers, and the error → exit code mapping.
 
 pub mod advice;
+mod agent;
 pub mod args;
 mod backup;
 mod cat;
@@ -104,6 +105,7 @@ pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
         Command::Find(a) => find::run(&ctx, &out, a),
         Command::Dump(a) => dump::run(&ctx, &out, a),
         Command::Stats(a) => stats::run(&ctx, &out, a),
+        Command::Agent(a) => agent::run(&ctx, a),
     }
 }
 

@@ -99,6 +99,11 @@ pub struct BackupOptions {
     pub connections: usize,
     /// Count files and bytes first, for an ETA.
     pub scan: bool,
+    /// The path to record instead of the one read (one directory only): a volume's stable
+    /// identity (`/<namespace>/<pvc>`) rather than the pod directory it is mounted under
+    /// today. The parent snapshot is looked up by this path, so a volume that moved still gets
+    /// an incremental backup.
+    pub as_path: Option<String>,
 }
 
 impl BackupOptions {
@@ -161,6 +166,12 @@ pub enum BackupError {
         a: PathBuf,
         /// Second.
         b: PathBuf,
+    },
+    /// A path to record was given for something other than one directory.
+    #[error("a recorded path ({as_path}) needs exactly one directory to back up")]
+    AsPath {
+        /// The path to record.
+        as_path: String,
     },
     /// Repository failure (storage, corruption).
     #[error(transparent)]
@@ -355,7 +366,14 @@ pub fn run(
     cx: &Context,
 ) -> Result<BackupOutcome, BackupError> {
     // Check the paths before touching the repository, so a typo costs nothing.
-    prepare_paths(&opts.paths)?;
+    let paths = prepare_paths(&opts.paths)?;
+    if let Some(as_path) = &opts.as_path
+        && !(paths.len() == 1 && paths[0].is_dir())
+    {
+        return Err(BackupError::AsPath {
+            as_path: as_path.clone(),
+        });
+    }
     cx.cancel.check().map_err(|_| BackupError::Cancelled)?;
     let repo = crate::lock::index_for_backup(repo.clone())?;
     run_indexed(&repo, opts, progress, cx)
@@ -370,11 +388,14 @@ fn run_indexed(
 ) -> Result<BackupOutcome, BackupError> {
     let start = Utc::now();
     let paths = prepare_paths(&opts.paths)?;
-    let path_strings: Vec<String> = paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
     let single_dir = paths.len() == 1 && paths[0].is_dir();
+    let path_strings: Vec<String> = match &opts.as_path {
+        Some(p) => vec![p.clone()],
+        None => paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    };
     let parent = find_parent(repo, opts, &path_strings)?;
     let settings = walk::WalkSettings {
         paths: paths.clone(),
