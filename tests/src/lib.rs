@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 pub mod azurite;
+pub mod fakekube;
 pub mod faultproxy;
 pub mod moto;
 pub mod service;

@@ -8,7 +8,9 @@ use cairn_e2e::*;
 fn a_moved_directory_with_the_same_identity_backs_up_incrementally() {
     let base = tempdir();
     let repo = Repo::init(&base.path().join("repo"), &[]);
-    let old = base.path().join("pods/uid-1/volumes/kubernetes.io~csi/pv-1/mount");
+    let old = base
+        .path()
+        .join("pods/uid-1/volumes/kubernetes.io~csi/pv-1/mount");
     for i in 0..20 {
         write_random_file(&old.join(format!("d{}/f{i}", i % 3)), 50_000, i);
     }
@@ -26,7 +28,9 @@ fn a_moved_directory_with_the_same_identity_backs_up_incrementally() {
     assert_eq!(counter(&first, "files_new"), 20, "{first}");
 
     // The pod comes back on another node with a new UID: the same files, somewhere else.
-    let new = base.path().join("pods/uid-2/volumes/kubernetes.io~csi/pv-1/mount");
+    let new = base
+        .path()
+        .join("pods/uid-2/volumes/kubernetes.io~csi/pv-1/mount");
     std::fs::create_dir_all(new.parent().unwrap()).unwrap();
     std::fs::rename(&old, &new).unwrap();
     let second = repo.backup(&[&new], &identity);

@@ -16,13 +16,20 @@ pub fn run(ctx: &Ctx, a: AgentArgs) -> Result<Outcome> {
 fn settings(ctx: &Ctx, a: AgentArgs) -> Result<daemon::Settings> {
     let repo = ctx.settings()?;
     if matches!(repo.password, PasswordSource::Prompt(_)) {
-        bail!("the agent reads its password from a file or the environment: set CAIRN_PASSWORD_FILE (a mounted Secret) or CAIRN_PASSWORD");
+        bail!(
+            "the agent reads its password from a file or the environment: set CAIRN_PASSWORD_FILE (a mounted Secret) or CAIRN_PASSWORD"
+        );
     }
     if a.node_name.trim().is_empty() {
-        bail!("--node-name (CAIRN_NODE_NAME) is empty: set it from the downward API (spec.nodeName)");
+        bail!(
+            "--node-name (CAIRN_NODE_NAME) is empty: set it from the downward API (spec.nodeName)"
+        );
     }
     if a.cluster.trim().is_empty() || a.cluster.contains('/') {
-        bail!("--cluster (CAIRN_CLUSTER) {:?} must be a non-empty name without '/': it is every snapshot's host", a.cluster);
+        bail!(
+            "--cluster (CAIRN_CLUSTER) {:?} must be a non-empty name without '/': it is every snapshot's host",
+            a.cluster
+        );
     }
     if a.max_concurrent == 0 {
         bail!("--max-concurrent must be at least 1");
@@ -35,8 +42,9 @@ fn settings(ctx: &Ctx, a: AgentArgs) -> Result<daemon::Settings> {
         .metrics_listen
         .as_deref()
         .map(|s| {
-            s.parse()
-                .with_context(|| format!("--metrics-listen {s:?} is not an address like 0.0.0.0:9090"))
+            s.parse().with_context(|| {
+                format!("--metrics-listen {s:?} is not an address like 0.0.0.0:9090")
+            })
         })
         .transpose()?;
     Ok(daemon::Settings {

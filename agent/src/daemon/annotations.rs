@@ -141,19 +141,27 @@ pub fn plan(pod: &PodInfo, default_volumes: bool) -> (PodPlan, Vec<Problem>) {
         let why = match &v.source {
             Source::Generated(kind) => Some((
                 "VolumeNotBackedUp",
-                format!("volume {name:?} is a {kind} volume, generated from the API: it is never backed up"),
+                format!(
+                    "volume {name:?} is a {kind} volume, generated from the API: it is never backed up"
+                ),
             )),
             Source::HostPath => Some((
                 "VolumeNotBackedUp",
-                format!("volume {name:?} is a hostPath volume, which lives outside the kubelet's pod directory: back the host path up with `cairn backup` on the node"),
+                format!(
+                    "volume {name:?} is a hostPath volume, which lives outside the kubelet's pod directory: back the host path up with `cairn backup` on the node"
+                ),
             )),
             Source::Other => Some((
                 "VolumeNotBackedUp",
-                format!("volume {name:?} is of a kind the agent does not back up (emptyDir, PVCs, CSI, azureDisk, azureFile, nfs and iscsi are)"),
+                format!(
+                    "volume {name:?} is of a kind the agent does not back up (emptyDir, PVCs, CSI, azureDisk, azureFile, nfs and iscsi are)"
+                ),
             )),
             _ if !v.mounted => Some((
                 "VolumeNotMounted",
-                format!("volume {name:?} is mounted by no container, so the kubelet has not set it up: nothing to back up"),
+                format!(
+                    "volume {name:?} is mounted by no container, so the kubelet has not set it up: nothing to back up"
+                ),
             )),
             _ => None,
         };
@@ -187,18 +195,16 @@ pub fn plan(pod: &PodInfo, default_volumes: bool) -> (PodPlan, Vec<Problem>) {
         .get(EXCLUDE)
         .map(|s| list(s).map(str::to_string).collect())
         .unwrap_or_default();
-    let schedule = a
-        .get(SCHEDULE)
-        .and_then(|s| match s.parse::<Schedule>() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                problems.push(problem(
-                    "BadSchedule",
-                    format!("{SCHEDULE}: {e}; the agent's schedule applies until it is fixed"),
-                ));
-                None
-            }
-        });
+    let schedule = a.get(SCHEDULE).and_then(|s| match s.parse::<Schedule>() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(problem(
+                "BadSchedule",
+                format!("{SCHEDULE}: {e}; the agent's schedule applies until it is fixed"),
+            ));
+            None
+        }
+    });
     let trigger = a
         .get(BACKUP_NOW)
         .map(|s| s.trim().to_string())
@@ -240,13 +246,18 @@ fn hooks(a: &BTreeMap<String, String>, problems: &mut Vec<Problem>) -> Hooks {
         .map(|s| s.trim().to_string());
     let timeout = cairn("hook-timeout")
         .map(|v| (format!("{PREFIX}hook-timeout"), v))
-        .or_else(|| velero("pre", "timeout").map(|v| ("pre.hook.backup.velero.io/timeout".into(), v)));
+        .or_else(|| {
+            velero("pre", "timeout").map(|v| ("pre.hook.backup.velero.io/timeout".into(), v))
+        });
     if let Some((key, v)) = timeout {
         match parse_duration(v.trim()) {
             Ok(d) if d > Duration::ZERO => h.timeout = d,
             Ok(_) => problems.push(problem(
                 "BadHookTimeout",
-                format!("{key}: a timeout of 0 would fail every hook; {}s applies", HOOK_TIMEOUT.as_secs()),
+                format!(
+                    "{key}: a timeout of 0 would fail every hook; {}s applies",
+                    HOOK_TIMEOUT.as_secs()
+                ),
             )),
             Err(e) => problems.push(problem(
                 "BadHookTimeout",
@@ -256,7 +267,9 @@ fn hooks(a: &BTreeMap<String, String>, problems: &mut Vec<Problem>) -> Hooks {
     }
     let on_error = cairn("hook-on-error")
         .map(|v| (format!("{PREFIX}hook-on-error"), v))
-        .or_else(|| velero("pre", "on-error").map(|v| ("pre.hook.backup.velero.io/on-error".into(), v)));
+        .or_else(|| {
+            velero("pre", "on-error").map(|v| ("pre.hook.backup.velero.io/on-error".into(), v))
+        });
     if let Some((key, v)) = on_error {
         match v.trim().to_ascii_lowercase().as_str() {
             "continue" => h.continue_on_error = true,
@@ -380,10 +393,7 @@ mod tests {
     #[test]
     fn named_volumes_that_cannot_be_backed_up_get_a_problem_each() {
         let (p, problems) = plan(
-            &pod(&[(
-                "backup.cairn.io/volumes",
-                "data,nope,config,host,spare",
-            )]),
+            &pod(&[("backup.cairn.io/volumes", "data,nope,config,host,spare")]),
             false,
         );
         assert_eq!(p.volumes, ["data"]);
@@ -436,7 +446,10 @@ mod tests {
     fn hooks_in_both_spellings() {
         let (p, problems) = plan(
             &pod(&[
-                ("backup.cairn.io/pre-hook", r#"["psql","-U","postgres","-c","CHECKPOINT"]"#),
+                (
+                    "backup.cairn.io/pre-hook",
+                    r#"["psql","-U","postgres","-c","CHECKPOINT"]"#,
+                ),
                 ("backup.cairn.io/post-hook", r#"["true"]"#),
                 ("backup.cairn.io/hook-container", "db"),
                 ("backup.cairn.io/hook-timeout", "2m"),
@@ -456,12 +469,18 @@ mod tests {
                 ("pre.hook.backup.velero.io/command", "/sbin/fsfreeze-hook"),
                 ("pre.hook.backup.velero.io/container", "app"),
                 ("pre.hook.backup.velero.io/timeout", "30s"),
-                ("post.hook.backup.velero.io/command", r#"["/bin/sh","-c","echo done"]"#),
+                (
+                    "post.hook.backup.velero.io/command",
+                    r#"["/bin/sh","-c","echo done"]"#,
+                ),
             ]),
             false,
         );
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(p.hooks.pre.as_deref(), Some(&["/sbin/fsfreeze-hook".to_string()][..]));
+        assert_eq!(
+            p.hooks.pre.as_deref(),
+            Some(&["/sbin/fsfreeze-hook".to_string()][..])
+        );
         assert_eq!(p.hooks.post.as_ref().unwrap().len(), 3);
         assert_eq!(p.hooks.container.as_deref(), Some("app"));
         assert_eq!(p.hooks.timeout, Duration::from_secs(30));
@@ -481,7 +500,10 @@ mod tests {
         );
         assert_eq!(p.hooks, Hooks::default());
         let reasons: Vec<_> = problems.iter().map(|p| p.reason).collect();
-        assert_eq!(reasons, ["BadHook", "BadHook", "BadHookTimeout", "BadHookOnError"]);
+        assert_eq!(
+            reasons,
+            ["BadHook", "BadHook", "BadHookTimeout", "BadHookOnError"]
+        );
         assert!(problems[0].message.contains("backup.cairn.io/pre-hook"));
     }
 }

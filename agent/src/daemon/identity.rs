@@ -92,9 +92,7 @@ impl Identity {
 /// `pod-template-hash`), a DaemonSet per node, any other owner by name, else the pod itself.
 fn workload(pod: &PodInfo, source: &Source) -> String {
     match &pod.owner {
-        Some((kind, _)) if kind == "StatefulSet" && *source == Source::EmptyDir => {
-            pod.name.clone()
-        }
+        Some((kind, _)) if kind == "StatefulSet" && *source == Source::EmptyDir => pod.name.clone(),
         Some((kind, name)) if kind == "ReplicaSet" => {
             let suffix = pod.template_hash.as_ref().map(|h| format!("-{h}"));
             match suffix.as_deref().and_then(|s| name.strip_suffix(s)) {

@@ -63,7 +63,7 @@ pub enum Outcome {
         /// Its id.
         id: Id,
         /// It.
-        snapshot: Snapshot,
+        snapshot: Box<Snapshot>,
         /// Bytes read from the volume.
         bytes_read: u64,
         /// Files that could not be read (the snapshot lacks them).
@@ -84,6 +84,8 @@ pub enum Outcome {
         reason: &'static str,
         /// Why.
         message: String,
+        /// Wall time until it failed.
+        seconds: f64,
     },
 }
 
@@ -92,7 +94,11 @@ fn skipped(reason: &'static str, message: String) -> Outcome {
 }
 
 fn failed(reason: &'static str, message: String) -> Outcome {
-    Outcome::Failed { reason, message }
+    Outcome::Failed {
+        reason,
+        message,
+        seconds: 0.0,
+    }
 }
 
 /// Runs `job` to its end.
@@ -104,7 +110,10 @@ pub async fn run(env: Arc<Env>, job: Job) -> Outcome {
             Ok(c) if c.block => {
                 return skipped(
                     "VolumeNotBackedUp",
-                    format!("volume {:?} (PVC {claim}) is a block device (volumeMode: Block), not a file system", job.volume.name),
+                    format!(
+                        "volume {:?} (PVC {claim}) is a block device (volumeMode: Block), not a file system",
+                        job.volume.name
+                    ),
                 );
             }
             Ok(c) => match c.volume_name {
@@ -112,14 +121,20 @@ pub async fn run(env: Arc<Env>, job: Job) -> Outcome {
                 None => {
                     return skipped(
                         "VolumeNotBound",
-                        format!("PVC {claim} of volume {:?} is not bound to a volume yet", job.volume.name),
+                        format!(
+                            "PVC {claim} of volume {:?} is not bound to a volume yet",
+                            job.volume.name
+                        ),
                     );
                 }
             },
             Err(e) => {
                 return failed(
                     "BackupFailed",
-                    format!("PVC {claim} of volume {:?} could not be read: {e}", job.volume.name),
+                    format!(
+                        "PVC {claim} of volume {:?} could not be read: {e}",
+                        job.volume.name
+                    ),
                 );
             }
         },
@@ -129,7 +144,13 @@ pub async fn run(env: Arc<Env>, job: Job) -> Outcome {
         Ok(m) => m,
         Err(e) => return failed("BackupFailed", format!("/proc/self/mountinfo: {e}")),
     };
-    let dir = match volumes::locate(&env.kubelet_root, &pod.uid, &job.volume, pv.as_deref(), &mounts) {
+    let dir = match volumes::locate(
+        &env.kubelet_root,
+        &pod.uid,
+        &job.volume,
+        pv.as_deref(),
+        &mounts,
+    ) {
         Ok(d) => d,
         Err(e) => return skipped("VolumeNotFound", e.to_string()),
     };
@@ -154,23 +175,26 @@ pub async fn run(env: Arc<Env>, job: Job) -> Outcome {
     let container = hooks
         .container
         .clone()
-        .or_else(|| pod.annotations.get("kubectl.kubernetes.io/default-container").cloned())
+        .or_else(|| {
+            pod.annotations
+                .get("kubectl.kubernetes.io/default-container")
+                .cloned()
+        })
         .or_else(|| pod.containers.first().cloned())
         .unwrap_or_default();
     let mut hook_failure = None;
-    if let Some(pre) = &hooks.pre {
-        if let Err(e) = env
+    if let Some(pre) = &hooks.pre
+        && let Err(e) = env
             .kube
             .exec(&pod.namespace, &pod.name, &container, pre, hooks.timeout)
             .await
-        {
-            let message = format!("pre-hook {pre:?} in container {container:?} {e}");
-            if !hooks.continue_on_error {
-                post_hook(&env, &job, &container).await;
-                return failed("PreHookFailed", message);
-            }
-            hook_failure = Some(message);
+    {
+        let message = format!("pre-hook {pre:?} in container {container:?} {e}");
+        if !hooks.continue_on_error {
+            post_hook(&env, &job, &container).await;
+            return failed("PreHookFailed", message);
         }
+        hook_failure = Some(message);
     }
 
     let mut labels = job.identity.labels(pod, &job.volume.name);
@@ -222,18 +246,30 @@ pub async fn run(env: Arc<Env>, job: Job) -> Outcome {
             }
             Outcome::Done {
                 id: done.id,
-                snapshot: done.snapshot,
+                snapshot: Box::new(done.snapshot),
                 bytes_read: progress.bytes_read.load(Ordering::Relaxed),
                 unreadable: unreadable.load(Ordering::Relaxed),
                 seconds,
             }
         }
-        Ok(Err(BackupError::Cancelled)) => failed(
-            "BackupCancelled",
-            format!("backup of volume {:?} cancelled (pod deleted or agent stopping); what was uploaded is reused next time", job.volume.name),
-        ),
-        Ok(Err(e)) => failed("BackupFailed", format!("volume {:?}: {e}", job.volume.name)),
-        Err(p) => failed("BackupFailed", format!("volume {:?}: {p}", job.volume.name)),
+        Ok(Err(BackupError::Cancelled)) => Outcome::Failed {
+            reason: "BackupCancelled",
+            message: format!(
+                "backup of volume {:?} cancelled (pod deleted or agent stopping); what was uploaded is reused next time",
+                job.volume.name
+            ),
+            seconds,
+        },
+        Ok(Err(e)) => Outcome::Failed {
+            reason: "BackupFailed",
+            message: format!("volume {:?}: {e}", job.volume.name),
+            seconds,
+        },
+        Err(p) => Outcome::Failed {
+            reason: "BackupFailed",
+            message: format!("volume {:?}: {p}", job.volume.name),
+            seconds,
+        },
     }
 }
 
@@ -250,7 +286,11 @@ async fn post_hook(env: &Env, job: &Job, container: &str) {
         let message = format!("post-hook {post:?} in container {container:?} {e}");
         tracing::warn!(pod = %pod.name, namespace = %pod.namespace, "{message}");
         let r = super::kube::reference(&pod.namespace, &pod.name, &pod.uid);
-        let _ = env.kube.event(&r, true, "PostHookFailed", "Backup", message).await;
+        let volume = Some(job.volume.name.as_str());
+        let _ = env
+            .kube
+            .event(&r, volume, true, "PostHookFailed", message)
+            .await;
     }
 }
 

@@ -54,7 +54,7 @@ impl Kube {
     pub async fn connect(node: &str) -> Result<Kube, kube::Error> {
         let config = kube::Config::infer()
             .await
-            .map_err(|e| kube::Error::InferConfig(e))?;
+            .map_err(kube::Error::InferConfig)?;
         let client = Client::try_from(config)?;
         let recorder = Recorder::new(
             client.clone(),
@@ -93,13 +93,15 @@ impl Kube {
         })
     }
 
-    /// Publishes an Event on `pod`; a failure is returned for the caller to log.
+    /// Publishes an Event on `pod`, about one of its volumes if `volume` names one (as the
+    /// related object `spec.volumes{NAME}`, so that each volume's events are their own
+    /// series); a failure is returned for the caller to log.
     pub async fn event(
         &self,
         pod: &ObjectReference,
+        volume: Option<&str>,
         warning: bool,
         reason: &str,
-        action: &str,
         note: String,
     ) -> Result<(), kube::Error> {
         // The API server refuses notes over 1 KiB.
@@ -120,8 +122,11 @@ impl Kube {
             },
             reason: reason.into(),
             note: Some(note),
-            action: action.into(),
-            secondary: None,
+            action: "Backup".into(),
+            secondary: volume.map(|v| ObjectReference {
+                field_path: Some(format!("spec.volumes{{{v}}}")),
+                ..pod.clone()
+            }),
         };
         self.recorder.publish(&ev, pod).await
     }
@@ -223,10 +228,7 @@ fn exit_status(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> St
         .and_then(|c| c.message.clone());
     match code {
         Some(code) => format!("exit code {code}"),
-        None => s
-            .message
-            .clone()
-            .unwrap_or_else(|| "failure".to_string()),
+        None => s.message.clone().unwrap_or_else(|| "failure".to_string()),
     }
 }
 

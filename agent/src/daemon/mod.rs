@@ -20,24 +20,25 @@
 //! [`schedule`] when, [`volumes`] where on the node, [`identity`] under which name.
 
 pub mod annotations;
+pub mod history;
 pub mod identity;
+pub mod job;
+pub mod kube;
+pub mod metrics;
 pub mod pod;
 pub mod schedule;
 pub mod volumes;
-pub mod history;
-pub mod job;
-pub mod kube;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::kube::runtime::watcher;
 use anyhow::{Context as _, Result, anyhow};
 use cairn_engine::{Cancel, RepoSettings};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use ::kube::runtime::watcher;
 
 use annotations::{PodPlan, Problem};
 use history::History;
@@ -118,8 +119,22 @@ struct Pending {
 async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
     let settings = Arc::new(s);
     let s = &settings;
-    if let Err(why) = check_root(&s.kubelet_root) {
-        tracing::error!("not ready: {why}");
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(addr) = s.metrics_listen {
+        metrics::serve(addr, metrics.clone())
+            .await
+            .with_context(|| format!("--metrics-listen {addr}"))?;
+    }
+    let root_ok = match check_root(&s.kubelet_root) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::error!("not ready: {why}");
+            metrics.set_not_ready(why);
+            false
+        }
+    };
+    if root_ok {
+        metrics.set_not_ready("the pod watch has not listed yet".into());
     }
     let repo_settings = s.repo.clone();
     let repo = cairn_engine::blocking::run("cairn-open", move || repo_settings.open())
@@ -162,12 +177,18 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
     loop {
         tokio::select! {
             ev = pods.next() => match ev {
-                Some(Ok(ev)) => on_watch(ev, s, &env, &mut tracked, &mut running).await,
+                Some(Ok(ev)) => {
+                    if matches!(ev, watcher::Event::InitDone) && root_ok {
+                        metrics.set_ready();
+                    }
+                    on_watch(ev, s, &env, &mut tracked, &mut running).await
+                }
                 Some(Err(e)) => tracing::warn!("watching pods: {e}; listing again"),
                 None => return Err(anyhow!("the pod watch ended")),
             },
             Some((key, outcome)) = done_rx.recv() => {
                 if let Some((p, _)) = running.remove(&key) {
+                    record(&metrics, &key, &outcome);
                     finish(&env, s, &tracked, &mut history, &key, &p, outcome).await;
                 }
             }
@@ -177,9 +198,19 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
             break;
         }
         let now = Utc::now();
-        plan_due(s, &tracked, &history, &mut attempts, &running, &mut queue, now);
+        plan_due(
+            s,
+            &tracked,
+            &history,
+            &mut attempts,
+            &running,
+            &mut queue,
+            now,
+        );
         while running.len() < s.max_concurrent.max(1) {
-            let Some((key, p)) = queue.pop_front() else { break };
+            let Some((key, p)) = queue.pop_front() else {
+                break;
+            };
             let Some(job) = make_job(s, &tracked, &history, &key, &p) else {
                 continue;
             };
@@ -189,6 +220,7 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
             }
             tracing::info!(volume = %key, pod = %job.pod.name, trigger = ?p.trigger, "backup started");
             running.insert(key.clone(), (p, job.cancel.clone()));
+            metrics.started();
             let (env, tx) = (env.clone(), done_tx.clone());
             tokio::spawn(async move {
                 let outcome = job::run(env, job).await;
@@ -206,6 +238,7 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
         match done_rx.recv().await {
             Some((key, outcome)) => {
                 if let Some((p, _)) = running.remove(&key) {
+                    record(&metrics, &key, &outcome);
                     finish(&env, s, &tracked, &mut history, &key, &p, outcome).await;
                 }
             }
@@ -213,6 +246,34 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds a finished job to the metrics, labelled by its identity's path
+/// (`/<namespace>/<pvc>` or `/<namespace>/<workload>/<volume>`).
+fn record(m: &metrics::Metrics, key: &str, outcome: &Outcome) {
+    let rest = key.trim_start_matches('/');
+    let (namespace, pvc) = rest.split_once('/').unwrap_or((rest, ""));
+    let (seconds, result) = match outcome {
+        Outcome::Done {
+            snapshot,
+            bytes_read,
+            seconds,
+            ..
+        } => {
+            let m = &snapshot.summary;
+            (
+                *seconds,
+                metrics::Result::Success {
+                    bytes_read: *bytes_read,
+                    bytes_added: m.data_added,
+                    files: m.files_new + m.files_changed + m.files_unmodified,
+                },
+            )
+        }
+        Outcome::Skipped { .. } => (0.0, metrics::Result::Skipped),
+        Outcome::Failed { seconds, .. } => (*seconds, metrics::Result::Failure),
+    };
+    m.finished(namespace, pvc, seconds, result);
 }
 
 /// The kubelet root must hold `pods/`, and this process must be able to read any file.
@@ -242,7 +303,9 @@ async fn on_watch(
 ) {
     match ev {
         watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-            let Some(info) = PodInfo::from_pod(&p) else { return };
+            let Some(info) = PodInfo::from_pod(&p) else {
+                return;
+            };
             if info.node != s.node {
                 return;
             }
@@ -287,7 +350,7 @@ async fn report_problems(env: &Env, t: &mut Tracked, problems: &[Problem]) {
         let r = kube::reference(&t.info.namespace, &t.info.name, &t.info.uid);
         if let Err(e) = env
             .kube
-            .event(&r, true, p.reason, "Backup", p.message.clone())
+            .event(&r, None, true, p.reason, p.message.clone())
             .await
         {
             tracing::warn!("event on {}/{}: {e}", t.info.namespace, t.info.name);
@@ -410,25 +473,47 @@ async fn finish(
                 seconds
             );
             if *unreadable > 0 {
-                note.push_str(&format!("; {unreadable} files could not be read (see the agent's log)"));
+                note.push_str(&format!(
+                    "; {unreadable} files could not be read (see the agent's log)"
+                ));
             }
-            (*unreadable > 0, if *unreadable > 0 { "BackupPartial" } else { "BackupCompleted" }, note)
+            (
+                *unreadable > 0,
+                if *unreadable > 0 {
+                    "BackupPartial"
+                } else {
+                    "BackupCompleted"
+                },
+                note,
+            )
         }
-        Outcome::Skipped { reason, message } | Outcome::Failed { reason, message } => {
+        Outcome::Skipped { reason, message }
+        | Outcome::Failed {
+            reason, message, ..
+        } => {
             tracing::warn!(volume = %key, reason, "{message}");
             (true, *reason, message.clone())
         }
     };
     let Some(pod) = pod else { return };
     let r = kube::reference(&pod.namespace, &pod.name, &pod.uid);
-    if let Err(e) = env.kube.event(&r, warning, reason, "Backup", note.clone()).await {
+    if let Err(e) = env
+        .kube
+        .event(&r, Some(&p.volume), warning, reason, note.clone())
+        .await
+    {
         tracing::warn!("event on {}/{}: {e}", pod.namespace, pod.name);
     }
     if s.annotate_pods {
         let value = serde_json::json!({ "reason": reason, "message": note, "time": Utc::now().to_rfc3339() });
         if let Err(e) = env
             .kube
-            .annotate(&pod.namespace, &pod.name, annotations::LAST_BACKUP, &value.to_string())
+            .annotate(
+                &pod.namespace,
+                &pod.name,
+                annotations::LAST_BACKUP,
+                &value.to_string(),
+            )
             .await
         {
             tracing::warn!("annotating {}/{}: {e}", pod.namespace, pod.name);

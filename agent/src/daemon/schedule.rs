@@ -164,7 +164,10 @@ mod tests {
         let due = every.next_after(last).unwrap();
         assert!(due <= now);
         // After that backup ran at `now`, the next one is 6 h later.
-        assert_eq!(every.next_after(now).unwrap(), now + chrono::Duration::hours(6));
+        assert_eq!(
+            every.next_after(now).unwrap(),
+            now + chrono::Duration::hours(6)
+        );
     }
 
     #[test]

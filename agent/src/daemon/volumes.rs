@@ -21,7 +21,9 @@ use super::pod::{PodVolume, Source};
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Skip {
     /// No directory for it under the pod.
-    #[error("volume {volume:?} has no directory {dir:?} under {pod_dir} (not set up yet, or --kubelet-root is wrong)")]
+    #[error(
+        "volume {volume:?} has no directory {dir:?} under {pod_dir} (not set up yet, or --kubelet-root is wrong)"
+    )]
     NotFound {
         /// The volume.
         volume: String,
@@ -39,7 +41,9 @@ pub enum Skip {
         paths: Vec<PathBuf>,
     },
     /// A block-mode PVC.
-    #[error("volume {volume:?} is a block device (volumeMode: Block), not a file system: file-level backup cannot read it")]
+    #[error(
+        "volume {volume:?} is a block device (volumeMode: Block), not a file system: file-level backup cannot read it"
+    )]
     Block {
         /// The volume.
         volume: String,
@@ -92,7 +96,9 @@ fn unescape(s: &str) -> String {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -100,7 +106,9 @@ fn unescape(s: &str) -> String {
             i += 1;
         }
     }
-    std::ffi::OsString::from_vec(out).to_string_lossy().into_owned()
+    std::ffi::OsString::from_vec(out)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Finds `volume` of the pod with `uid` under `root` (the kubelet root). `pv` is the bound
@@ -248,7 +256,8 @@ mod tests {
         k.dir(&format!("{pod}/volume-subpaths/data/app/0"));
         k.dir(&format!("{pod}/volumeDevices/kubernetes.io~csi/pv-block"));
         std::fs::write(
-            k.dir(&format!("{pod}/volumes/kubernetes.io~csi/pv-data")).join("vol_data.json"),
+            k.dir(&format!("{pod}/volumes/kubernetes.io~csi/pv-data"))
+                .join("vol_data.json"),
             br#"{"driverName":"disk.csi.azure.com"}"#,
         )
         .unwrap();
@@ -311,7 +320,10 @@ mod tests {
             found,
             root.join(format!("{pod}/volumes/kubernetes.io~csi/pv-data/mount"))
         );
-        assert!(found.join("PG_VERSION").exists(), "the mounted disk's files");
+        assert!(
+            found.join("PG_VERSION").exists(),
+            "the mounted disk's files"
+        );
         assert!(locate(&root, "0f3c", &share, None, &mounts).is_ok());
         assert!(locate(&root, "0f3c", &nfs, Some("pv-nfs"), &mounts).is_err());
     }
@@ -329,6 +341,9 @@ mod tests {
             &Mounts::read().unwrap(),
         )
         .unwrap_err();
-        assert!(matches!(e, Skip::Ambiguous { ref paths, .. } if paths.len() == 2), "{e}");
+        assert!(
+            matches!(e, Skip::Ambiguous { ref paths, .. } if paths.len() == 2),
+            "{e}"
+        );
     }
 }

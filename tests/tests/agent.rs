@@ -1,0 +1,751 @@
+//! `cairn agent` as a real process against the fake API server (`cairn_e2e::fakekube`) and a
+//! kubelet directory tree laid out as the kubelet lays it out (a CSI volume is a real bind
+//! mount when the tests run as root, as CI does). What a cluster operator relies on:
+//! annotated volumes of this node's pods are backed up under their identity, and nothing
+//! else; bad annotations get Warning Events; a dropped or compacted watch loses no pod and
+//! backs up none twice; a rescheduled pod backs up incrementally; hooks run around the backup;
+//! SIGTERM stops cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cairn_e2e::fakekube::{ExecCall, FakeKube};
+use cairn_e2e::*;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A fake cluster: API server, kubelet root, repository.
+struct Cluster {
+    fake: FakeKube,
+    base: tempfile::TempDir,
+    root: PathBuf,
+    repo: Repo,
+    mounts: Vec<PathBuf>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let base = tempdir();
+        let root = base.path().join("kubelet");
+        std::fs::create_dir_all(root.join("pods")).unwrap();
+        let repo = Repo::init(&base.path().join("repo"), &[]);
+        Cluster {
+            fake: FakeKube::start(),
+            base,
+            root,
+            repo,
+            mounts: Vec::new(),
+        }
+    }
+
+    /// `cairn agent` for `node`, with `extra` flags.
+    fn agent(&self, node: &str, extra: &[&str]) -> Agent {
+        let log = self.base.path().join(format!("agent-{node}.log"));
+        let mut cmd = Command::new(cairn_bin());
+        cmd.args(["agent", "--node-name", node, "--cluster", "c1"]);
+        if !extra.contains(&"--kubelet-root") {
+            cmd.arg("--kubelet-root").arg(&self.root);
+        }
+        let child = cmd
+            .args(["--schedule", "@every 1h", "--max-concurrent", "1"])
+            .args(extra)
+            .arg("-r")
+            .arg(&self.repo.path)
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env("CAIRN_PASSWORD", &self.repo.password)
+            .env("KUBECONFIG", self.fake.kubeconfig(self.base.path()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start cairn agent");
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// A volume directory of pod `uid`: `plugin/dir` under its `volumes/`.
+    fn volume_dir(&self, uid: &str, rel: &str) -> PathBuf {
+        let p = self.root.join("pods").join(uid).join("volumes").join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// A CSI volume of pod `uid` for PV `pv`, whose `mount/` is `disk` bind-mounted (as
+    /// root); returns the `mount/` path.
+    fn csi_volume(&mut self, uid: &str, pv: &str, disk: &Path) -> PathBuf {
+        let dir = self.volume_dir(uid, &format!("kubernetes.io~csi/{pv}"));
+        std::fs::write(
+            dir.join("vol_data.json"),
+            json!({"specVolID": pv, "driverName": "disk.csi.azure.com", "volumeLifecycleMode": "Persistent"}).to_string(),
+        )
+        .unwrap();
+        let mount = dir.join("mount");
+        std::fs::create_dir_all(&mount).unwrap();
+        if is_root() {
+            let ok = Command::new("mount")
+                .arg("--bind")
+                .arg(disk)
+                .arg(&mount)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "bind mount {}", mount.display());
+            self.mounts.push(mount.clone());
+        }
+        mount
+    }
+
+    fn unmount(&mut self, mount: &Path) {
+        if self.mounts.iter().any(|m| m == mount) {
+            let _ = Command::new("umount").arg(mount).status();
+            self.mounts.retain(|m| m != mount);
+        }
+    }
+
+    /// Snapshots whose path is `path`, oldest first.
+    fn snapshots_of(&self, path: &str) -> Vec<Value> {
+        self.repo
+            .snapshots()
+            .into_iter()
+            .filter(|s| s["paths"][0] == path)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg(m).status();
+        }
+    }
+}
+
+/// The agent process; SIGTERMed and reaped on drop.
+struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Sends SIGTERM and waits for the exit code.
+    fn stop(&mut self) -> i32 {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let status = child.wait().expect("wait");
+        use std::os::unix::process::ExitStatusExt;
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log\n{}", self.log());
+        }
+    }
+}
+
+/// A running pod with `volumes` (JSON volume sources) mounted by its one container.
+fn pod(
+    ns: &str,
+    name: &str,
+    node: &str,
+    uid: &str,
+    annotations: &[(&str, &str)],
+    volumes: Value,
+    owner: Option<(&str, &str)>,
+) -> Pod {
+    let mounts: Vec<Value> = volumes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| json!({ "name": v["name"], "mountPath": format!("/{}", v["name"].as_str().unwrap()) }))
+        .collect();
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let owners = match owner {
+        Some((kind, n)) => {
+            json!([{ "apiVersion": "apps/v1", "kind": kind, "name": n, "uid": "owner-uid", "controller": true }])
+        }
+        None => json!([]),
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "namespace": ns, "name": name, "uid": uid, "annotations": annotations, "ownerReferences": owners },
+        "spec": {
+            "nodeName": node,
+            "containers": [{ "name": "app", "image": "app", "volumeMounts": mounts }],
+            "volumes": volumes
+        },
+        "status": { "phase": "Running" }
+    }))
+    .expect("pod json")
+}
+
+fn pvc(ns: &str, name: &str, pv: &str) -> PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": { "namespace": ns, "name": name },
+        "spec": { "volumeName": pv, "accessModes": ["ReadWriteOnce"] },
+        "status": { "phase": "Bound" }
+    }))
+    .expect("pvc json")
+}
+
+fn is_event(e: &Value, pod: &str, reason: &str) -> bool {
+    e["regarding"]["name"] == pod && e["reason"] == reason
+}
+
+fn count(events: &[Value], pod: &str, reason: &str) -> usize {
+    events.iter().filter(|e| is_event(e, pod, reason)).count()
+}
+
+fn write_files(dir: &Path, n: u64, seed: u64) {
+    for i in 0..n {
+        let path = dir.join(format!("d{}/f{i}", i % 3));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_random_file(&path, 20_000, seed + i);
+    }
+}
+
+#[test]
+fn the_agent_backs_up_annotated_volumes_of_its_node_under_their_identity() {
+    let mut c = Cluster::new();
+    // pg-0: a StatefulSet pod with a PVC on a CSI disk and an emptyDir, both annotated.
+    let disk = c.base.path().join("disk-1");
+    write_files(&disk, 12, 1);
+    let mount = c.csi_volume("uid-a", "pv-data", &disk);
+    let cache = c.volume_dir("uid-a", "kubernetes.io~empty-dir/cache");
+    write_files(&cache, 5, 100);
+    c.fake.put_pvc(pvc("db", "data-pg-0", "pv-data"));
+    let volumes = json!([
+        { "name": "data", "persistentVolumeClaim": { "claimName": "data-pg-0" } },
+        { "name": "cache", "emptyDir": {} },
+        { "name": "kube-api-access-x", "projected": { "sources": [] } }
+    ]);
+    c.fake.put_pod(pod(
+        "db",
+        "pg-0",
+        "node-1",
+        "uid-a",
+        &[
+            ("backup.velero.io/backup-volumes", "data,cache"),
+            ("backup.cairn.io/backup-now", "1"),
+        ],
+        volumes.clone(),
+        Some(("StatefulSet", "pg")),
+    ));
+    // A pod on another node, annotated the same way: never this agent's business.
+    c.fake.put_pod(pod(
+        "db",
+        "pg-1",
+        "node-2",
+        "uid-b",
+        &[
+            ("backup.cairn.io/volumes", "cache"),
+            ("backup.cairn.io/backup-now", "1"),
+        ],
+        volumes.clone(),
+        Some(("StatefulSet", "pg")),
+    ));
+    // Bad annotations get Warning Events and stop nothing else.
+    c.fake.put_pod(pod(
+        "web",
+        "typo",
+        "node-1",
+        "uid-t",
+        &[
+            ("backup.cairn.io/volumes", "nope"),
+            ("backup.cairn.io/schedule", "every day"),
+        ],
+        json!([{ "name": "cache", "emptyDir": {} }]),
+        None,
+    ));
+
+    let agent = c.agent("node-1", &[]);
+    let data_done = if is_root() { 2 } else { 1 };
+    c.fake.wait_events(WAIT, "pg-0's backups", |ev| {
+        count(ev, "pg-0", "BackupCompleted") == data_done
+            && count(ev, "typo", "UnknownVolume") == 1
+            && count(ev, "typo", "BadSchedule") == 1
+    });
+    let events = c.fake.events();
+    assert!(
+        events.iter().all(|e| e["regarding"]["name"] != "pg-1"),
+        "the agent touched another node's pod: {events:?}"
+    );
+    assert!(
+        c.fake
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/pods")
+                && r.contains("fieldSelector=spec.nodeName%3Dnode-1")),
+        "the node filter is the API server's field selector: {:?}",
+        c.fake.requests()
+    );
+    let unknown = events
+        .iter()
+        .find(|e| is_event(e, "typo", "UnknownVolume"))
+        .unwrap();
+    assert_eq!(unknown["type"], "Warning");
+    assert!(
+        unknown["note"].as_str().unwrap().contains("\"nope\""),
+        "{unknown}"
+    );
+
+    // The emptyDir goes by workload: a StatefulSet's emptyDir by pod name.
+    let cache_snaps = c.snapshots_of("/db/pg-0/cache");
+    assert_eq!(cache_snaps.len(), 1, "{:?}", c.repo.snapshots());
+    let s = &cache_snaps[0];
+    assert_eq!(s["hostname"], "c1");
+    assert_eq!(s["labels"]["namespace"], "db");
+    assert_eq!(s["labels"]["workload"], "pg-0");
+    assert_eq!(s["labels"]["node"], "node-1");
+    assert_eq!(s["labels"]["trigger"], "1");
+    if is_root() {
+        let data = c.snapshots_of("/db/data-pg-0");
+        assert_eq!(data.len(), 1);
+        assert_eq!(data[0]["labels"]["pvc"], "data-pg-0");
+        assert_eq!(data[0]["labels"]["pod"], "pg-0");
+        // --max-concurrent 1: the two backups did not overlap.
+        let span = |s: &Value| {
+            (
+                s["summary"]["backup_start"].as_str().unwrap().to_string(),
+                s["summary"]["backup_end"].as_str().unwrap().to_string(),
+            )
+        };
+        let (a, b) = (span(&data[0]), span(&cache_snaps[0]));
+        assert!(a.1 <= b.0 || b.1 <= a.0, "backups overlapped: {a:?} {b:?}");
+        let target = c.base.path().join("restored");
+        c.repo
+            .restore(data[0]["id"].as_str().unwrap(), &target, &[])
+            .success();
+        assert_eq!(read_tree_files(&disk), read_tree_files(&target));
+    } else {
+        // Without root there is no bind mount: the unmounted CSI directory is never
+        // backed up as an empty volume.
+        assert_eq!(count(&events, "pg-0", "VolumeNotFound"), 1, "{events:?}");
+        assert!(c.snapshots_of("/db/data-pg-0").is_empty());
+    }
+
+    // The pod is rescheduled: a new UID on the same node, the disk mounted under the new
+    // pod's directory. Its next backup reads no unchanged file.
+    drop(agent);
+    if !is_root() {
+        return;
+    }
+    c.unmount(&mount);
+    c.fake.delete_pod("db", "pg-0");
+    c.csi_volume("uid-c", "pv-data", &disk);
+    c.volume_dir("uid-c", "kubernetes.io~empty-dir/cache");
+    c.fake.put_pod(pod(
+        "db",
+        "pg-0",
+        "node-1",
+        "uid-c",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "2"),
+        ],
+        volumes,
+        Some(("StatefulSet", "pg")),
+    ));
+    let _agent = c.agent("node-1", &[]);
+    c.fake
+        .wait_events(WAIT, "the rescheduled pod's backup", |ev| {
+            count(ev, "pg-0", "BackupCompleted") == data_done + 1
+        });
+    let data = c.snapshots_of("/db/data-pg-0");
+    assert_eq!(data.len(), 2);
+    let second = &data[1];
+    assert_eq!(second["labels"]["trigger"], "2");
+    assert_eq!(second["summary"]["files_new"], 0, "{second}");
+    assert_eq!(second["summary"]["files_changed"], 0, "{second}");
+    assert_eq!(second["summary"]["files_unmodified"], 12, "{second}");
+    assert_eq!(second["parent"], data[0]["id"]);
+}
+
+#[test]
+fn a_dropped_or_compacted_watch_misses_no_pod_and_repeats_no_backup() {
+    let c = Cluster::new();
+    let first = c.volume_dir("uid-1", "kubernetes.io~empty-dir/data");
+    write_files(&first, 3, 1);
+    let annotated = |uid: &str, name: &str| {
+        pod(
+            "ns",
+            name,
+            "node-1",
+            uid,
+            &[
+                ("backup.cairn.io/volumes", "data"),
+                ("backup.cairn.io/backup-now", "once"),
+            ],
+            json!([{ "name": "data", "emptyDir": {} }]),
+            None,
+        )
+    };
+    c.fake.put_pod(annotated("uid-1", "first"));
+    let agent = c.agent("node-1", &[]);
+    c.fake.wait_events(WAIT, "the first pod's backup", |ev| {
+        count(ev, "first", "BackupCompleted") == 1
+    });
+
+    // The watch breaks, history is compacted (the reconnect gets 410 Gone), and a pod is
+    // added meanwhile: the agent lists again and finds it.
+    c.fake.compact();
+    c.fake.break_watches();
+    let second = c.volume_dir("uid-2", "kubernetes.io~empty-dir/data");
+    write_files(&second, 3, 50);
+    c.fake.put_pod(annotated("uid-2", "second"));
+    c.fake
+        .wait_events(WAIT, "the pod added while the watch was down", |ev| {
+            count(ev, "second", "BackupCompleted") == 1
+        });
+    // Once more, without compaction: a plain reconnect.
+    c.fake.break_watches();
+    let third = c.volume_dir("uid-3", "kubernetes.io~empty-dir/data");
+    write_files(&third, 3, 90);
+    c.fake.put_pod(annotated("uid-3", "third"));
+    c.fake.wait_events(WAIT, "the third pod's backup", |ev| {
+        count(ev, "third", "BackupCompleted") == 1
+    });
+    let requests = c.fake.requests();
+    let lists = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/pods") && !r.contains("watch=true"))
+        .count();
+    assert!(
+        lists >= 2,
+        "the 410 made the agent list again: {requests:?}"
+    );
+    drop(agent);
+    // Each pod's trigger ran once, relists notwithstanding.
+    for w in ["first", "second", "third"] {
+        assert_eq!(
+            c.snapshots_of(&format!("/ns/{w}/data")).len(),
+            1,
+            "{w}: {:?}",
+            c.repo.snapshots()
+        );
+    }
+    // A restarted agent does not run a trigger it already handled. It plans pods in name
+    // order with one backup at a time, so had it run "first" again, that backup would end
+    // before "fourth"'s.
+    let mut again = c.agent("node-1", &[]);
+    let fourth = c.volume_dir("uid-4", "kubernetes.io~empty-dir/data");
+    write_files(&fourth, 3, 130);
+    c.fake.put_pod(annotated("uid-4", "fourth"));
+    c.fake
+        .wait_events(WAIT, "the restarted agent's backup of a new pod", |ev| {
+            count(ev, "fourth", "BackupCompleted") == 1
+        });
+    assert_eq!(again.stop(), 143);
+    assert_eq!(c.snapshots_of("/ns/first/data").len(), 1);
+    assert_eq!(count(&c.fake.events(), "first", "BackupCompleted"), 1);
+}
+
+#[test]
+fn hooks_run_around_the_backup_and_a_failing_pre_hook_writes_no_snapshot() {
+    let c = Cluster::new();
+    let good = c.volume_dir("uid-g", "kubernetes.io~empty-dir/data");
+    write_files(&good, 2, 1);
+    let bad = c.volume_dir("uid-f", "kubernetes.io~empty-dir/data");
+    write_files(&bad, 2, 7);
+    let marker = good.join("checkpoint.txt");
+    {
+        let marker = marker.clone();
+        c.fake.on_exec(
+            move |call: &ExecCall| match call.command.first().map(String::as_str) {
+                // The pre-hook writes into the volume, as a database checkpoint would.
+                Some("checkpoint") => {
+                    std::fs::write(&marker, b"consistent").unwrap();
+                    (0, String::new())
+                }
+                Some("fail") => (3, "cannot freeze".into()),
+                _ => (0, String::new()),
+            },
+        );
+    }
+    let hooks = |pre: &'static str| {
+        vec![
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+            ("backup.cairn.io/pre-hook", pre),
+            ("backup.cairn.io/post-hook", r#"["thaw"]"#),
+        ]
+    };
+    c.fake.put_pod(pod(
+        "ns",
+        "good",
+        "node-1",
+        "uid-g",
+        &hooks(r#"["checkpoint","--fast"]"#),
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
+    c.fake.put_pod(pod(
+        "ns",
+        "failing",
+        "node-1",
+        "uid-f",
+        &hooks(r#"["fail"]"#),
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
+    let _agent = c.agent("node-1", &[]);
+    c.fake.wait_events(WAIT, "both pods' outcomes", |ev| {
+        count(ev, "good", "BackupCompleted") == 1 && count(ev, "failing", "PreHookFailed") == 1
+    });
+    let events = c.fake.events();
+    let failed = events
+        .iter()
+        .find(|e| is_event(e, "failing", "PreHookFailed"))
+        .unwrap();
+    assert_eq!(failed["type"], "Warning");
+    assert!(
+        failed["note"].as_str().unwrap().contains("cannot freeze"),
+        "{failed}"
+    );
+    assert!(
+        failed["note"].as_str().unwrap().contains("exit code 3"),
+        "{failed}"
+    );
+
+    // The good pod's snapshot holds what the pre-hook wrote.
+    let snaps = c.snapshots_of("/ns/good/data");
+    assert_eq!(snaps.len(), 1);
+    let names: Vec<String> = c
+        .repo
+        .ls(snaps[0]["id"].as_str().unwrap(), None)
+        .iter()
+        .map(|n| n["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("checkpoint.txt")),
+        "{names:?}"
+    );
+    // No snapshot for the failing pod, and its post-hook still ran.
+    assert!(c.snapshots_of("/ns/failing/data").is_empty());
+    let execs = c.fake.execs();
+    for p in ["good", "failing"] {
+        let cmds: Vec<&str> = execs
+            .iter()
+            .filter(|e| e.pod == p)
+            .map(|e| e.command[0].as_str())
+            .collect();
+        assert_eq!(cmds.last(), Some(&"thaw"), "{p}: {cmds:?}");
+        assert!(
+            execs
+                .iter()
+                .filter(|e| e.pod == p)
+                .all(|e| e.container == "app")
+        );
+    }
+}
+
+#[test]
+fn sigterm_mid_backup_cancels_it_runs_the_post_hook_and_leaves_a_valid_repository() {
+    let c = Cluster::new();
+    let data = c.volume_dir("uid-s", "kubernetes.io~empty-dir/data");
+    for i in 0..4 {
+        write_random_file(&data.join(format!("big{i}")), 64 << 20, 10 + i);
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let tx = std::sync::Mutex::new(tx);
+    c.fake.on_exec(move |call: &ExecCall| {
+        if call.command[0] == "pre" {
+            let _ = tx.lock().unwrap().send(());
+        }
+        (0, String::new())
+    });
+    c.fake.put_pod(pod(
+        "ns",
+        "big",
+        "node-1",
+        "uid-s",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+            ("backup.cairn.io/pre-hook", r#"["pre"]"#),
+            ("backup.cairn.io/post-hook", r#"["post"]"#),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
+    let mut agent = c.agent("node-1", &[]);
+    rx.recv_timeout(WAIT).expect("the pre-hook ran");
+    let code = agent.stop();
+    assert_eq!(code, 143, "{}", agent.log());
+    let log = agent.log();
+    assert!(log.contains("stopping"), "{log}");
+    // The post-hook ran although the backup was cancelled.
+    assert!(
+        c.fake.execs().iter().any(|e| e.command[0] == "post"),
+        "{:?}",
+        c.fake.execs()
+    );
+    // Valid repository, no lock left, no snapshot from the cancelled run.
+    let check = c.repo.run(&["check"]);
+    check.success();
+    assert!(
+        std::fs::read_dir(c.repo.path.join("locks"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(c.snapshots_of("/ns/big/data").is_empty());
+    assert!(log.contains("BackupCancelled"), "{log}");
+
+    // The next agent runs the trigger the cancelled one did not finish.
+    let _again = c.agent("node-1", &[]);
+    c.fake.wait_events(WAIT, "the retried backup", |ev| {
+        count(ev, "big", "BackupCompleted") == 1
+    });
+    assert_eq!(c.snapshots_of("/ns/big/data").len(), 1);
+}
+
+/// `GET http://addr/path`: the status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics address");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_string())
+}
+
+#[test]
+fn metrics_and_health_endpoints_serve_what_prometheus_reads() {
+    let c = Cluster::new();
+    let data = c.volume_dir("uid-m", "kubernetes.io~empty-dir/data");
+    write_files(&data, 4, 3);
+    c.fake.put_pod(pod(
+        "shop",
+        "web-0",
+        "node-1",
+        "uid-m",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        Some(("StatefulSet", "web")),
+    ));
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let _agent = c.agent("node-1", &["--metrics-listen", &addr]);
+    c.fake.wait_events(WAIT, "the backup", |ev| {
+        count(ev, "web-0", "BackupCompleted") == 1
+    });
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let (code, text) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        text.contains(
+            "cairn_backups_total{namespace=\"shop\",pvc=\"web-0/data\",result=\"success\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("cairn_backup_last_success_timestamp_seconds{namespace=\"shop\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("cairn_backup_files{namespace=\"shop\",pvc=\"web-0/data\"} 4"),
+        "{text}"
+    );
+    // Prometheus's own linter reads it (Debian's prometheus package; scripts/test-services.sh
+    // installs it).
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run scripts/test-services.sh (it installs Debian's prometheus package)");
+    use std::io::Write;
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_wrong_kubelet_root_keeps_the_agent_unready_and_says_why() {
+    let c = Cluster::new();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let wrong = c.base.path().join("no-kubelet-here");
+    let mut agent = c.agent(
+        "node-1",
+        &[
+            "--metrics-listen",
+            &addr,
+            "--kubelet-root",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    // The agent logs its start once it has read the repository, then serves.
+    c.fake.put_pod(pod(
+        "ns",
+        "p",
+        "node-1",
+        "uid-p",
+        &[("backup.cairn.io/volumes", "nope")],
+        json!([]),
+        None,
+    ));
+    c.fake
+        .wait_events(WAIT, "the agent's first event", |ev| !ev.is_empty());
+    let (code, body) = http_get(&addr, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no pods/ directory"), "{body}");
+    assert!(body.contains("--kubelet-root"), "{body}");
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    agent.stop();
+    assert!(
+        agent.log().contains("no pods/ directory"),
+        "{}",
+        agent.log()
+    );
+}
