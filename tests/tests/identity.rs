@@ -12,7 +12,9 @@ fn a_moved_directory_with_the_same_identity_backs_up_incrementally() {
         .path()
         .join("pods/uid-1/volumes/kubernetes.io~csi/pv-1/mount");
     for i in 0..20 {
-        write_random_file(&old.join(format!("d{}/f{i}", i % 3)), 50_000, i);
+        let path = old.join(format!("d{}/f{i}", i % 3));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_random_file(&path, 50_000, i);
     }
     let identity = [
         "--host",
