@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cairn_e2e::azurite::Azurite;
 use cairn_e2e::fakekube::{ExecCall, FakeKube};
 use cairn_e2e::*;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -41,10 +42,23 @@ impl Cluster {
         }
     }
 
-    /// `cairn agent` for `node`, with `extra` flags.
+    /// `cairn agent` for `node`, with `extra` flags, on the local repository.
     fn agent(&self, node: &str, extra: &[&str]) -> Agent {
+        let repo = self.repo.path.to_str().unwrap().to_string();
+        self.agent_on(node, extra, &repo, &[])
+    }
+
+    /// `cairn agent` for `node` on repository `location`, with `env` added.
+    fn agent_on(
+        &self,
+        node: &str,
+        extra: &[&str],
+        location: &str,
+        env: &[(String, String)],
+    ) -> Agent {
         let log = self.base.path().join(format!("agent-{node}.log"));
         let mut cmd = Command::new(cairn_bin());
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.args(["agent", "--node-name", node, "--cluster", "c1"]);
         if !extra.contains(&"--kubelet-root") {
             cmd.arg("--kubelet-root").arg(&self.root);
@@ -53,7 +67,7 @@ impl Cluster {
             .args(["--schedule", "@every 1h", "--max-concurrent", "1"])
             .args(extra)
             .arg("-r")
-            .arg(&self.repo.path)
+            .arg(location)
             .env_remove("CAIRN_PASSWORD_FILE")
             .env("CAIRN_PASSWORD", &self.repo.password)
             .env("KUBECONFIG", self.fake.kubeconfig(self.base.path()))
@@ -748,4 +762,168 @@ fn a_wrong_kubelet_root_keeps_the_agent_unready_and_says_why() {
         "{}",
         agent.log()
     );
+}
+
+#[test]
+fn pending_pods_wait_block_volumes_are_refused_and_excludes_apply() {
+    let c = Cluster::new();
+    // A pod that is not running yet: nothing happens until it runs.
+    let pending_dir = c.volume_dir("uid-p", "kubernetes.io~empty-dir/data");
+    write_files(&pending_dir, 2, 1);
+    let mut pending = pod(
+        "ns",
+        "pending",
+        "node-1",
+        "uid-p",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    );
+    pending.status.as_mut().unwrap().phase = Some("Pending".into());
+    c.fake.put_pod(pending.clone());
+    // A block-mode PVC: refused with why.
+    std::fs::create_dir_all(
+        c.root
+            .join("pods/uid-b/volumeDevices/kubernetes.io~csi/pv-raw"),
+    )
+    .unwrap();
+    let mut raw = pvc("ns", "raw", "pv-raw");
+    raw.spec.as_mut().unwrap().volume_mode = Some("Block".into());
+    c.fake.put_pvc(raw);
+    c.fake.put_pod(pod(
+        "ns",
+        "blocky",
+        "node-1",
+        "uid-b",
+        &[
+            ("backup.cairn.io/volumes", "raw"),
+            ("backup.cairn.io/backup-now", "1"),
+        ],
+        json!([{ "name": "raw", "persistentVolumeClaim": { "claimName": "raw" } }]),
+        None,
+    ));
+    // File excludes from the pod's annotation; the result recorded on the pod.
+    let excl = c.volume_dir("uid-e", "kubernetes.io~empty-dir/data");
+    write_file(&excl.join("keep.txt"), b"keep");
+    write_file(&excl.join("scratch.tmp"), b"no");
+    write_file(&excl.join("cache/blob"), b"no");
+    c.fake.put_pod(pod(
+        "ns",
+        "excl",
+        "node-1",
+        "uid-e",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+            ("backup.cairn.io/exclude", "*.tmp, cache/"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
+    let _agent = c.agent("node-1", &["--annotate-pods"]);
+    c.fake.wait_events(
+        WAIT,
+        "the block volume's refusal and the excludes' backup",
+        |ev| {
+            count(ev, "blocky", "VolumeNotBackedUp") == 1
+                && count(ev, "excl", "BackupCompleted") == 1
+        },
+    );
+    let events = c.fake.events();
+    let refused = events
+        .iter()
+        .find(|e| is_event(e, "blocky", "VolumeNotBackedUp"))
+        .unwrap();
+    assert!(
+        refused["note"].as_str().unwrap().contains("block device"),
+        "{refused}"
+    );
+    assert_eq!(count(&events, "pending", "BackupCompleted"), 0);
+    assert!(c.snapshots_of("/ns/pending/data").is_empty());
+
+    let snap = &c.snapshots_of("/ns/excl/data")[0];
+    let names: Vec<String> = c
+        .repo
+        .ls(snap["id"].as_str().unwrap(), None)
+        .iter()
+        .map(|n| n["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("keep.txt")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("scratch.tmp") || n.contains("cache")),
+        "{names:?}"
+    );
+    let annotated = c.fake.pod("ns", "excl").unwrap();
+    let last = &annotated.metadata.annotations.as_ref().unwrap()["backup.cairn.io/last-backup"];
+    assert!(last.contains("BackupCompleted"), "{last}");
+
+    // Once it runs, the pending pod's backup goes ahead.
+    pending.status.as_mut().unwrap().phase = Some("Running".into());
+    c.fake.put_pod(pending);
+    c.fake
+        .wait_events(WAIT, "the pod that started running", |ev| {
+            count(ev, "pending", "BackupCompleted") == 1
+        });
+}
+
+/// One process builds the Kubernetes client and the Azure backend (one rustls crypto
+/// provider for kube, object_store and reqwest) and backs up into Azure Blob.
+#[test]
+fn the_agent_backs_up_into_azure_blob() {
+    let az = Azurite::start();
+    let c = Cluster::new();
+    let url = "azure://agent-backups/cluster-a";
+    let mut init = vec!["-r", url, "init"];
+    init.extend(FAST_KDF);
+    run_cairn_with_env(&init, Some(PASSWORD), RunAs::Me, &az.env()).success();
+    let data = c.volume_dir("uid-z", "kubernetes.io~empty-dir/data");
+    write_files(&data, 6, 40);
+    c.fake.put_pod(pod(
+        "shop",
+        "cart-0",
+        "node-1",
+        "uid-z",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        Some(("StatefulSet", "cart")),
+    ));
+    let _agent = c.agent_on("node-1", &[], url, &az.env());
+    c.fake
+        .wait_events(WAIT, "the backup into Azure Blob", |ev| {
+            count(ev, "cart-0", "BackupCompleted") == 1
+        });
+    let out = run_cairn_with_env(
+        &["-r", url, "snapshots", "--json"],
+        Some(PASSWORD),
+        RunAs::Me,
+        &az.env(),
+    );
+    out.success();
+    let snaps: Vec<Value> = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["paths"][0], "/shop/cart-0/data");
+    let target = c.base.path().join("from-azure");
+    run_cairn_with_env(
+        &[
+            "-r",
+            url,
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        Some(PASSWORD),
+        RunAs::Me,
+        &az.env(),
+    )
+    .success();
+    assert_eq!(read_tree_files(&data), read_tree_files(&target));
 }
