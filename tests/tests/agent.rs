@@ -293,10 +293,27 @@ fn the_agent_backs_up_annotated_volumes_of_its_node_under_their_identity() {
         None,
     ));
 
+    // A second pod on this node, so that --max-concurrent 1 has two pods to keep apart.
+    let redis = c.volume_dir("uid-r", "kubernetes.io~empty-dir/data");
+    write_files(&redis, 4, 300);
+    c.fake.put_pod(pod(
+        "db",
+        "redis-0",
+        "node-1",
+        "uid-r",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        Some(("StatefulSet", "redis")),
+    ));
+
     let agent = c.agent("node-1", &[]);
     let data_done = if is_root() { 2 } else { 1 };
     c.fake.wait_events(WAIT, "pg-0's backups", |ev| {
         count(ev, "pg-0", "BackupCompleted") == data_done
+            && count(ev, "redis-0", "BackupCompleted") == 1
             && count(ev, "typo", "UnknownVolume") == 1
             && count(ev, "typo", "BadSchedule") == 1
     });
@@ -338,15 +355,20 @@ fn the_agent_backs_up_annotated_volumes_of_its_node_under_their_identity() {
         assert_eq!(data.len(), 1);
         assert_eq!(data[0]["labels"]["pvc"], "data-pg-0");
         assert_eq!(data[0]["labels"]["pod"], "pg-0");
-        // --max-concurrent 1: the two backups did not overlap.
+        // --max-concurrent 1: no two backups, of one pod or of two, overlapped.
         let span = |s: &Value| {
-            (
-                s["summary"]["backup_start"].as_str().unwrap().to_string(),
-                s["summary"]["backup_end"].as_str().unwrap().to_string(),
-            )
+            let t = |k: &str| {
+                chrono::DateTime::parse_from_rfc3339(s["summary"][k].as_str().unwrap()).unwrap()
+            };
+            (t("backup_start"), t("backup_end"))
         };
-        let (a, b) = (span(&data[0]), span(&cache_snaps[0]));
-        assert!(a.1 <= b.0 || b.1 <= a.0, "backups overlapped: {a:?} {b:?}");
+        let redis = c.snapshots_of("/db/redis-0/data");
+        let spans = [span(&data[0]), span(&cache_snaps[0]), span(&redis[0])];
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                assert!(a.1 <= b.0 || b.1 <= a.0, "backups overlapped: {a:?} {b:?}");
+            }
+        }
         let target = c.base.path().join("restored");
         c.repo
             .restore(data[0]["id"].as_str().unwrap(), &target, &[])
@@ -926,4 +948,79 @@ fn the_agent_backs_up_into_azure_blob() {
     )
     .success();
     assert_eq!(read_tree_files(&data), read_tree_files(&target));
+}
+
+#[test]
+fn a_volume_that_turned_empty_gets_no_snapshot_and_a_deleted_pods_backup_is_cancelled() {
+    let c = Cluster::new();
+    let data = c.volume_dir("uid-v", "kubernetes.io~empty-dir/data");
+    write_files(&data, 3, 5);
+    let at = |trigger: &str| {
+        pod(
+            "ns",
+            "vanish",
+            "node-1",
+            "uid-v",
+            &[
+                ("backup.cairn.io/volumes", "data"),
+                ("backup.cairn.io/backup-now", trigger),
+            ],
+            json!([{ "name": "data", "emptyDir": {} }]),
+            None,
+        )
+    };
+    c.fake.put_pod(at("1"));
+    // A big volume whose backup the test deletes the pod under.
+    let big = c.volume_dir("uid-d", "kubernetes.io~empty-dir/data");
+    for i in 0..4 {
+        write_random_file(&big.join(format!("big{i}")), 64 << 20, 70 + i);
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let tx = std::sync::Mutex::new(tx);
+    c.fake.on_exec(move |_: &ExecCall| {
+        let _ = tx.lock().unwrap().send(());
+        (0, String::new())
+    });
+    let agent = c.agent("node-1", &[]);
+    c.fake.wait_events(WAIT, "the first backup", |ev| {
+        count(ev, "vanish", "BackupCompleted") == 1
+    });
+
+    // The volume is emptied (as an unmounted volume looks): no snapshot, a warning.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    c.fake.put_pod(at("2"));
+    c.fake
+        .wait_events(WAIT, "the empty volume's warning", |ev| {
+            count(ev, "vanish", "VolumeEmpty") == 1
+        });
+    assert_eq!(c.snapshots_of("/ns/vanish/data").len(), 1);
+
+    // A pod deleted mid-backup: the backup is cancelled, the agent carries on.
+    c.fake.put_pod(pod(
+        "ns",
+        "doomed",
+        "node-1",
+        "uid-d",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+            ("backup.cairn.io/pre-hook", r#"["sync"]"#),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
+    rx.recv_timeout(WAIT).expect("the pre-hook ran");
+    c.fake.delete_pod("ns", "doomed");
+    write_files(&data, 2, 9);
+    c.fake.put_pod(at("3"));
+    c.fake
+        .wait_events(WAIT, "the next backup after the deletion", |ev| {
+            count(ev, "vanish", "BackupCompleted") == 2
+        });
+    drop(agent);
+    assert!(c.snapshots_of("/ns/doomed/data").is_empty());
+    let log = std::fs::read_to_string(c.base.path().join("agent-node-1.log")).unwrap();
+    assert!(log.contains("BackupCancelled"), "{log}");
+    c.repo.run(&["check"]).success();
 }

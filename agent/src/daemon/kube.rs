@@ -19,6 +19,7 @@ use kube::{Client, Resource};
 pub struct Kube {
     client: Client,
     recorder: Recorder,
+    node: String,
 }
 
 /// Where a PVC's data lives.
@@ -63,7 +64,11 @@ impl Kube {
                 instance: Some(node.to_string()),
             },
         );
-        Ok(Kube { client, recorder })
+        Ok(Kube {
+            client,
+            recorder,
+            node: node.to_string(),
+        })
     }
 
     /// This node's pods: a reflector store and the stream of changes that feeds it. The
@@ -114,21 +119,63 @@ impl Kube {
             note.truncate(cut);
             note.push_str(" ...");
         }
+        let related = volume.map(|v| ObjectReference {
+            field_path: Some(format!("spec.volumes{{{v}}}")),
+            ..pod.clone()
+        });
+        if !warning {
+            // Each success is its own Event naming its snapshot: a series would keep the
+            // first one's note.
+            return self.create_event(pod, related, reason, note).await;
+        }
         let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_: EventType::Warning,
             reason: reason.into(),
             note: Some(note),
             action: "Backup".into(),
-            secondary: volume.map(|v| ObjectReference {
-                field_path: Some(format!("spec.volumes{{{v}}}")),
-                ..pod.clone()
-            }),
+            secondary: related,
         };
         self.recorder.publish(&ev, pod).await
+    }
+
+    /// Creates a new Normal Event (never merged into a series).
+    async fn create_event(
+        &self,
+        pod: &ObjectReference,
+        related: Option<ObjectReference>,
+        reason: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let namespace = pod.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = format!(
+            "{}.{:x}",
+            pod.name.as_deref().unwrap_or("pod"),
+            now.as_nanosecond()
+        );
+        let ev = K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some("Backup".into()),
+            reason: Some(reason.into()),
+            note: Some(note),
+            type_: Some("Normal".into()),
+            regarding: Some(pod.clone()),
+            related,
+            reporting_controller: Some("cairn-agent".into()),
+            reporting_instance: Some(self.node.clone()),
+            ..Default::default()
+        };
+        Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
+            .create(&kube::api::PostParams::default(), &ev)
+            .await
+            .map(|_| ())
     }
 
     /// Sets an annotation on a pod (`--annotate-pods`).
