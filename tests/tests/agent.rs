@@ -1024,3 +1024,69 @@ fn a_volume_that_turned_empty_gets_no_snapshot_and_a_deleted_pods_backup_is_canc
     assert!(log.contains("BackupCancelled"), "{log}");
     c.repo.run(&["check"]).success();
 }
+
+#[test]
+fn schedules_run_on_time_and_a_time_missed_while_down_runs_once_at_start() {
+    let c = Cluster::new();
+    // "missed": its last snapshot is from January, its schedule daily: one backup at start.
+    let missed = c.volume_dir("uid-m", "kubernetes.io~empty-dir/data");
+    write_files(&missed, 2, 1);
+    c.repo.backup(
+        &[&missed],
+        &[
+            "--host",
+            "c1",
+            "--as-path",
+            "/ns/missed/data",
+            "--time",
+            "2026-01-01T00:00:00Z",
+        ],
+    );
+    c.fake.put_pod(pod(
+        "ns",
+        "missed",
+        "node-1",
+        "uid-m",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/schedule", "@daily"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
+    // "often": every 2 seconds.
+    let often = c.volume_dir("uid-o", "kubernetes.io~empty-dir/data");
+    write_files(&often, 2, 5);
+    c.fake.put_pod(pod(
+        "ns",
+        "often",
+        "node-1",
+        "uid-o",
+        &[
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/schedule", "@every 2s"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
+    let _agent = c.agent("node-1", &[]);
+    c.fake
+        .wait_events(WAIT, "the missed backup and two scheduled ones", |ev| {
+            count(ev, "missed", "BackupCompleted") == 1
+                && count(ev, "often", "BackupCompleted") >= 2
+        });
+    let often = c.snapshots_of("/ns/often/data");
+    let t = |s: &Value| chrono::DateTime::parse_from_rfc3339(s["time"].as_str().unwrap()).unwrap();
+    assert!(
+        t(&often[1]) - t(&often[0]) >= chrono::Duration::milliseconds(1900),
+        "{often:?}"
+    );
+    // The missed time ran once: two more scheduled backups of the other pod came after it,
+    // and no second one of its own.
+    c.fake
+        .wait_events(WAIT, "two more scheduled backups", |ev| {
+            count(ev, "often", "BackupCompleted") >= 4
+        });
+    assert_eq!(c.snapshots_of("/ns/missed/data").len(), 2);
+    assert_eq!(count(&c.fake.events(), "missed", "BackupCompleted"), 1);
+}
