@@ -505,10 +505,19 @@ fn hooks_run_around_the_backup_and_a_failing_pre_hook_writes_no_snapshot() {
     let bad = c.volume_dir("uid-f", "kubernetes.io~empty-dir/data");
     write_files(&bad, 2, 7);
     let marker = good.join("checkpoint.txt");
+    let hung = c.volume_dir("uid-h", "kubernetes.io~empty-dir/data");
+    write_files(&hung, 2, 11);
+    // A hook that hangs until the test ends (the sender is dropped first).
+    let (release, hang) = std::sync::mpsc::channel::<()>();
+    let hang = std::sync::Mutex::new(hang);
     {
         let marker = marker.clone();
         c.fake.on_exec(
             move |call: &ExecCall| match call.command.first().map(String::as_str) {
+                Some("hang") => {
+                    let _ = hang.lock().unwrap().recv_timeout(WAIT);
+                    (0, String::new())
+                }
                 // The pre-hook writes into the volume, as a database checkpoint would.
                 Some("checkpoint") => {
                     std::fs::write(&marker, b"consistent").unwrap();
@@ -545,10 +554,43 @@ fn hooks_run_around_the_backup_and_a_failing_pre_hook_writes_no_snapshot() {
         json!([{ "name": "data", "emptyDir": {} }]),
         None,
     ));
+    // Velero's spellings, with a timeout the hook overruns.
+    c.fake.put_pod(pod(
+        "ns",
+        "hung",
+        "node-1",
+        "uid-h",
+        &[
+            ("backup.velero.io/backup-volumes", "data"),
+            ("backup.cairn.io/backup-now", "1"),
+            ("pre.hook.backup.velero.io/command", r#"["hang"]"#),
+            ("pre.hook.backup.velero.io/timeout", "1s"),
+            ("pre.hook.backup.velero.io/container", "app"),
+            ("post.hook.backup.velero.io/command", "thaw"),
+        ],
+        json!([{ "name": "data", "emptyDir": {} }]),
+        None,
+    ));
     let _agent = c.agent("node-1", &[]);
-    c.fake.wait_events(WAIT, "both pods' outcomes", |ev| {
-        count(ev, "good", "BackupCompleted") == 1 && count(ev, "failing", "PreHookFailed") == 1
+    c.fake.wait_events(WAIT, "the three pods' outcomes", |ev| {
+        count(ev, "good", "BackupCompleted") == 1
+            && count(ev, "failing", "PreHookFailed") == 1
+            && count(ev, "hung", "PreHookFailed") == 1
     });
+    let timed_out = c
+        .fake
+        .events()
+        .into_iter()
+        .find(|e| is_event(e, "hung", "PreHookFailed"))
+        .unwrap();
+    assert!(
+        timed_out["note"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 1s"),
+        "{timed_out}"
+    );
+    assert!(c.snapshots_of("/ns/hung/data").is_empty());
     let events = c.fake.events();
     let failed = events
         .iter()
@@ -580,7 +622,7 @@ fn hooks_run_around_the_backup_and_a_failing_pre_hook_writes_no_snapshot() {
     // No snapshot for the failing pod, and its post-hook still ran.
     assert!(c.snapshots_of("/ns/failing/data").is_empty());
     let execs = c.fake.execs();
-    for p in ["good", "failing"] {
+    for p in ["good", "failing", "hung"] {
         let cmds: Vec<&str> = execs
             .iter()
             .filter(|e| e.pod == p)
@@ -594,6 +636,7 @@ fn hooks_run_around_the_backup_and_a_failing_pre_hook_writes_no_snapshot() {
                 .all(|e| e.container == "app")
         );
     }
+    drop(release);
 }
 
 #[test]
