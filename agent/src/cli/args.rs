@@ -80,6 +80,9 @@ pub enum Command {
     Dump(DumpArgs),
     /// Run the node agent (a DaemonSet): back up the annotated volumes of this node's pods.
     Agent(AgentArgs),
+    /// Restore a volume's latest snapshot before its app starts (an init container); safe
+    /// to run on every start.
+    RestoreInit(RestoreInitArgs),
     /// Sizes: what a restore would write, what is stored, and the deduplication ratio.
     Stats(StatsArgs),
 }
@@ -476,4 +479,52 @@ pub struct AgentArgs {
     /// File threads per backup (0: one per CPU).
     #[arg(long, env = "CAIRN_WORKERS", default_value_t = 2)]
     pub workers: usize,
+}
+
+/// `cairn restore-init`. Every flag can also come from the environment (`CAIRN_…`), as the
+/// downward API fills it.
+#[derive(Args, Debug)]
+pub struct RestoreInitArgs {
+    /// The volume's mount point in this container.
+    #[arg(long, env = "CAIRN_TARGET")]
+    pub target: PathBuf,
+    /// The source namespace.
+    #[arg(long, env = "CAIRN_NAMESPACE")]
+    pub namespace: String,
+    /// The source PVC.
+    #[arg(long, env = "CAIRN_PVC", conflicts_with_all = ["claim_template", "pod_name"])]
+    pub pvc: Option<String>,
+    /// A StatefulSet's volume claim template: the PVC is `<claim-template>-<pod-name>`.
+    #[arg(long, env = "CAIRN_CLAIM_TEMPLATE", requires = "pod_name")]
+    pub claim_template: Option<String>,
+    /// This pod's name (with --claim-template).
+    #[arg(long, env = "CAIRN_POD_NAME", requires = "claim_template")]
+    pub pod_name: Option<String>,
+    /// The source cluster (the snapshots' host); needed when the PVC has snapshots from
+    /// several clusters.
+    #[arg(long, env = "CAIRN_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Restore this snapshot (id or prefix) instead of the latest.
+    #[arg(long, env = "CAIRN_SNAPSHOT")]
+    pub snapshot: Option<String>,
+    /// The latest snapshot taken before this time (RFC 3339).
+    #[arg(long, env = "CAIRN_BEFORE", value_name = "TIME")]
+    pub before: Option<String>,
+    /// A volume that holds data and no restore marker: skip, overwrite or fail.
+    #[arg(long, env = "CAIRN_IF_NOT_EMPTY", default_value = "skip", value_parser = ["skip", "overwrite", "fail"])]
+    pub if_not_empty: String,
+    /// No snapshot of the PVC: start on the empty volume, or fail.
+    #[arg(long, env = "CAIRN_IF_NO_SNAPSHOT", default_value = "start", value_parser = ["start", "fail"])]
+    pub if_no_snapshot: String,
+    /// Fail instead of restoring without owners (not root, or no CAP_CHOWN).
+    #[arg(long, env = "CAIRN_STRICT_OWNERSHIP")]
+    pub strict_ownership: bool,
+    /// How long to wait for another replica restoring the same volume.
+    #[arg(
+        long,
+        env = "CAIRN_WAIT",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
+    pub wait: String,
 }

@@ -20,6 +20,7 @@ mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod restore_init;
 mod snapshots;
 mod stats;
 mod tag;
@@ -67,8 +68,10 @@ impl Out {
 
 /// Runs the parsed command line; `cancel` is set by SIGINT and SIGTERM.
 pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
+    // The Kubernetes faces always speak JSON lines.
+    let json = cli.json || matches!(cli.command, Command::RestoreInit(_) | Command::Agent(_));
     let out = Out {
-        json: cli.json,
+        json,
         quiet: cli.quiet,
         verbose: cli.verbose,
     };
@@ -106,6 +109,7 @@ pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
         Command::Dump(a) => dump::run(&ctx, &out, a),
         Command::Stats(a) => stats::run(&ctx, &out, a),
         Command::Agent(a) => agent::run(&ctx, a),
+        Command::RestoreInit(a) => restore_init::run(&ctx, a),
     }
 }
 

@@ -1,0 +1,121 @@
+//! `cairn restore-init`: restores a volume's latest snapshot before its app starts, through
+//! [`cairn_engine::volume`]. Non-interactive: progress and the outcome go to stderr as JSON
+//! lines; exit 0 when the app may start (restored, already restored, nothing to restore, or
+//! data left alone), non-zero otherwise.
+
+use anyhow::{Context, Result, bail};
+use cairn_engine::restore::{RestoreProgress, RestoreTuning};
+use cairn_engine::volume::{self, IfNotEmpty, VolumeOutcome, VolumeRestore, VolumeSpec};
+use serde_json::json;
+
+use super::args::RestoreInitArgs;
+use super::{Ctx, Outcome};
+use crate::daemon::schedule::parse_duration;
+
+fn say(v: serde_json::Value) {
+    eprintln!("{v}");
+}
+
+pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
+    let pvc = match (&a.pvc, &a.claim_template, &a.pod_name) {
+        (Some(p), _, _) => p.clone(),
+        (None, Some(t), Some(p)) => format!("{t}-{p}"),
+        _ => bail!(
+            "name the volume: --pvc (CAIRN_PVC), or --claim-template and --pod-name (CAIRN_CLAIM_TEMPLATE, CAIRN_POD_NAME)"
+        ),
+    };
+    let before = a
+        .before
+        .as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .with_context(|| {
+                    format!("--before {t:?} is not an RFC 3339 time like 2026-01-31T12:00:00Z")
+                })
+        })
+        .transpose()?;
+    let wait = parse_duration(&a.wait).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+    if !a.target.is_dir() {
+        bail!(
+            "--target {} is not a directory: mount the volume there",
+            a.target.display()
+        );
+    }
+    let owners = can_chown();
+    if !owners {
+        let uid = nix::unistd::geteuid();
+        if a.strict_ownership {
+            bail!(
+                "running as uid {uid} without CAP_CHOWN, so owners cannot be restored (--strict-ownership): run the init container as root with CAP_CHOWN"
+            );
+        }
+        say(json!({ "message_type": "warning",
+            "message": format!("running as uid {uid} without CAP_CHOWN: files are restored as this user, not with their recorded owners") }));
+    }
+    let opts = VolumeRestore {
+        target: a.target.clone(),
+        spec: VolumeSpec {
+            cluster: a.cluster.clone(),
+            namespace: a.namespace.clone(),
+            pvc,
+            snapshot: a.snapshot.clone(),
+            before,
+        },
+        if_not_empty: match a.if_not_empty.as_str() {
+            "overwrite" => IfNotEmpty::Overwrite,
+            "fail" => IfNotEmpty::Fail,
+            _ => IfNotEmpty::Skip,
+        },
+        fail_if_no_snapshot: a.if_no_snapshot == "fail",
+        wait,
+        tuning: RestoreTuning {
+            connections: ctx.settings()?.connections(),
+            ..Default::default()
+        },
+    };
+    let repo = ctx.open_indexed()?;
+    let progress = RestoreProgress::default();
+    let identity = format!("{}/{}", opts.spec.namespace, opts.spec.pvc);
+    let started = std::time::Instant::now();
+    let outcome = volume::run(&repo, &opts, &progress, ctx.cx())?;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    match outcome {
+        VolumeOutcome::Restored { id, errors } => {
+            say(
+                json!({ "message_type": "summary", "outcome": "restored", "volume": identity,
+                "snapshot_id": id, "files_restored": g(&progress.files), "dirs_restored": g(&progress.dirs),
+                "bytes_restored": g(&progress.bytes), "errors": errors,
+                "seconds": started.elapsed().as_secs_f64() }),
+            );
+            if errors > 0 {
+                bail!(
+                    "{errors} errors while restoring {identity} (listed above); the next start finishes the restore"
+                );
+            }
+        }
+        VolumeOutcome::AlreadyRestored { snapshot } => say(json!({ "message_type": "summary",
+            "outcome": "already-restored", "volume": identity, "snapshot_id": snapshot,
+            "message": "a complete restore marker is there: nothing touched" })),
+        VolumeOutcome::NoSnapshot => {
+            say(json!({ "message_type": "summary", "outcome": "no-snapshot",
+            "volume": identity, "message": "no snapshot of this volume: the app starts on the empty volume" }))
+        }
+        VolumeOutcome::NotEmpty => say(json!({ "message_type": "summary", "outcome": "not-empty",
+            "volume": identity, "message": "the volume holds data and no restore marker: left alone (--if-not-empty skip)" })),
+    }
+    Ok(Outcome::Success)
+}
+
+/// Root, or `CAP_CHOWN` (bit 0 of `CapEff`).
+fn can_chown() -> bool {
+    nix::unistd::geteuid().is_root()
+        || std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .is_some_and(|c| c & 1 != 0)
+}
