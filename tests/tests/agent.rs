@@ -1133,3 +1133,192 @@ fn schedules_run_on_time_and_a_time_missed_while_down_runs_once_at_start() {
     assert_eq!(c.snapshots_of("/ns/missed/data").len(), 2);
     assert_eq!(count(&c.fake.events(), "missed", "BackupCompleted"), 1);
 }
+
+/// The seed's story: a database pod's PVC is backed up by the agent, the pod and its disk are
+/// lost, a new pod's init container restores the data from the same environment the
+/// manifest sets, the agent's next backup adds almost nothing, and a second cluster restores
+/// the PVC from a read-only copy of the repository.
+#[test]
+fn the_seed_story_backup_loss_restore_init_and_a_second_cluster() {
+    let mut c = Cluster::new();
+    let disk = c.base.path().join("disk-a");
+    for i in 0..10 {
+        let p = disk.join(format!("pgdata/base/{i}"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_random_file(&p, 200_000 + i * 777, 900 + i);
+    }
+    write_file(&disk.join("pgdata/PG_VERSION"), b"16\n");
+    if is_root() {
+        for e in files_below(&disk) {
+            std::os::unix::fs::chown(&e, Some(999), Some(999)).unwrap();
+        }
+    }
+    let volumes =
+        json!([{ "name": "data", "persistentVolumeClaim": { "claimName": "data-postgresql-0" } }]);
+    let annotations = |now: &'static str| {
+        vec![
+            ("backup.cairn.io/volumes", "data"),
+            ("backup.cairn.io/backup-now", now),
+        ]
+    };
+    c.fake.put_pvc(pvc("db", "data-postgresql-0", "pv-a"));
+    let mount_a = c.csi_volume("uid-1", "pv-a", &disk);
+    // Without root there is no bind mount, so the CSI volume is an emptyDir-like directory.
+    let (volumes, source) = if is_root() {
+        (volumes, disk.clone())
+    } else {
+        for (p, data) in read_tree_files(&disk) {
+            write_file(
+                &c.volume_dir("uid-1", "kubernetes.io~empty-dir/data")
+                    .join(p),
+                &data,
+            );
+        }
+        (
+            json!([{ "name": "data", "emptyDir": {} }]),
+            c.root
+                .join("pods/uid-1/volumes/kubernetes.io~empty-dir/data"),
+        )
+    };
+    let owner = Some(("StatefulSet", "postgresql"));
+    c.fake.put_pod(pod(
+        "db",
+        "postgresql-0",
+        "node-1",
+        "uid-1",
+        &annotations("1"),
+        volumes.clone(),
+        owner,
+    ));
+    let agent = c.agent("node-1", &[]);
+    c.fake.wait_events(WAIT, "the first backup", |ev| {
+        count(ev, "postgresql-0", "BackupCompleted") == 1
+    });
+    drop(agent);
+    let path = if is_root() {
+        "/db/data-postgresql-0"
+    } else {
+        "/db/postgresql-0/data"
+    };
+    assert_eq!(c.snapshots_of(path).len(), 1);
+
+    // The pod and its disk are lost. A new pod gets a new UID and a fresh disk with only
+    // lost+found; its init container restores into it.
+    c.fake.delete_pod("db", "postgresql-0");
+    c.unmount(&mount_a);
+    let new_disk = c.base.path().join("disk-b");
+    std::fs::create_dir_all(new_disk.join("lost+found")).unwrap();
+    let restore_env = |target: &Path, repo: &Path| {
+        let pvc_env = if is_root() {
+            ("CAIRN_CLAIM_TEMPLATE", "data")
+        } else {
+            ("CAIRN_PVC", "postgresql-0/data")
+        };
+        let mut env = vec![
+            ("CAIRN_TARGET".to_string(), target.display().to_string()),
+            ("CAIRN_NAMESPACE".to_string(), "db".to_string()),
+            (pvc_env.0.to_string(), pvc_env.1.to_string()),
+            ("CAIRN_REPOSITORY".to_string(), repo.display().to_string()),
+        ];
+        if is_root() {
+            env.push(("CAIRN_POD_NAME".to_string(), "postgresql-0".to_string()));
+        }
+        env
+    };
+    run_cairn_with_env(
+        &["restore-init"],
+        Some(PASSWORD),
+        RunAs::Me,
+        &restore_env(&new_disk, &c.repo.path),
+    )
+    .success();
+    let restored: std::collections::BTreeMap<_, _> = read_tree_files(&new_disk)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(".cairn"))
+        .collect();
+    assert_eq!(restored, read_tree_files(&source));
+    let diffs: Vec<String> = diff_manifests(&manifest(&source), &manifest(&new_disk))
+        .into_iter()
+        .filter(|d| !d.contains("unexpected extra entry"))
+        .collect();
+    assert!(diffs.is_empty(), "owners and modes: {diffs:?}");
+
+    // The new pod runs on the restored disk; the agent's next backup adds almost nothing.
+    if is_root() {
+        c.csi_volume("uid-2", "pv-b", &new_disk);
+        c.fake.put_pvc(pvc("db", "data-postgresql-0", "pv-b"));
+        c.fake.put_pod(pod(
+            "db",
+            "postgresql-0",
+            "node-1",
+            "uid-2",
+            &annotations("2"),
+            volumes,
+            owner,
+        ));
+        let _agent = c.agent("node-1", &[]);
+        c.fake
+            .wait_events(WAIT, "the backup after the restore", |ev| {
+                count(ev, "postgresql-0", "BackupCompleted") == 2
+            });
+        let snaps = c.snapshots_of(path);
+        assert_eq!(snaps.len(), 2);
+        let added = snaps[1]["summary"]["data_added"].as_u64().unwrap();
+        assert!(
+            added < 64 << 10,
+            "the backup after the restore added {added} bytes"
+        );
+    }
+
+    // A second cluster restores the PVC from a read-only copy of the repository.
+    let copy = c.base.path().join("repo-copy");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&c.repo.path)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ro_mounted = is_root()
+        && Command::new("mount")
+            .args(["--bind"])
+            .arg(&copy)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+        && Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success();
+    if is_root() {
+        assert!(ro_mounted, "read-only bind mount of the copy");
+        c.mounts.push(copy.clone());
+    } else {
+        Command::new("chmod")
+            .args(["-R", "a-w"])
+            .arg(&copy)
+            .status()
+            .unwrap();
+    }
+    assert!(
+        std::fs::write(copy.join("probe"), b"x").is_err(),
+        "the copy is read-only"
+    );
+    let other = c.base.path().join("disk-other-cluster");
+    std::fs::create_dir_all(&other).unwrap();
+    run_cairn_with_env(
+        &["restore-init"],
+        Some(PASSWORD),
+        RunAs::Me,
+        &restore_env(&other, &copy),
+    )
+    .success();
+    let restored: std::collections::BTreeMap<_, _> = read_tree_files(&other)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(".cairn"))
+        .collect();
+    assert_eq!(restored, read_tree_files(&source));
+}
