@@ -694,3 +694,62 @@ fn copy_diff_find_dump_and_stats() {
     let out = run_cairn_with_env(&args, Some("other password"), RunAs::Me, &[]);
     out.expect_code(1).stderr_has("CAIRN_FROM_PASSWORD");
 }
+
+#[test]
+fn stdin_from_command_stores_only_a_dump_whose_command_succeeded() {
+    let base = tempdir();
+    let repo = Repo::init(&base.path().join("repo"), &[]);
+    // A dump that fails halfway: its partial output must not become a snapshot.
+    let failed = repo.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "db.sql",
+        "--",
+        "sh",
+        "-c",
+        "echo 'CREATE TABLE half'; exit 3",
+    ]);
+    failed.expect_code(1).stderr_has("exit status: 3");
+    assert!(
+        repo.snapshots().is_empty(),
+        "a failed dump became a snapshot"
+    );
+    // A command that cannot start is named.
+    repo.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--",
+        "no-such-dump-command",
+    ])
+    .expect_code(1)
+    .stderr_has("no-such-dump-command");
+    // A dump that succeeds is stored under its name.
+    let ok = repo.run(&[
+        "backup",
+        "--json",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "db.sql",
+        "--",
+        "sh",
+        "-c",
+        "printf 'CREATE TABLE whole;\\n'",
+    ]);
+    ok.success();
+    let target = base.path().join("out");
+    repo.restore("latest", &target, &[]).success();
+    assert_eq!(
+        std::fs::read(target.join("db.sql")).unwrap(),
+        b"CREATE TABLE whole;\n"
+    );
+    // --stdin-filename without a stream to name.
+    repo.run(&[
+        "backup",
+        "--stdin-filename",
+        "x",
+        base.path().to_str().unwrap(),
+    ])
+    .expect_code(1)
+    .stderr_has("--stdin-filename");
+}

@@ -348,14 +348,20 @@ pub struct FilterArgs {
 /// `backup`
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Files and directories to back up.
+    /// Files and directories to back up (with --stdin-from-command: the command and its
+    /// arguments, after `--`).
     #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
     pub paths: Vec<PathBuf>,
     /// Back up what is read from standard input, as one file (e.g. `pg_dump db | cairn backup --stdin`).
     #[arg(long)]
     pub stdin: bool,
+    /// Run the command given after `--` and back up its standard output as one file; if the
+    /// command fails, no snapshot is written (`cairn backup --stdin-from-command
+    /// --stdin-filename db.dump -- pg_dump -Fc db`).
+    #[arg(long, conflicts_with = "stdin")]
+    pub stdin_from_command: bool,
     /// The file name for --stdin.
-    #[arg(long, default_value = "stdin", requires = "stdin", value_name = "NAME")]
+    #[arg(long, default_value = "stdin", value_name = "NAME")]
     pub stdin_filename: String,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]

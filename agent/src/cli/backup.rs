@@ -43,7 +43,11 @@ fn options(
         })
         .transpose()?;
     Ok(BackupOptions {
-        paths: a.paths.clone(),
+        paths: if a.stdin_from_command {
+            Vec::new()
+        } else {
+            a.paths.clone()
+        },
         hostname: a
             .host
             .clone()
@@ -76,8 +80,13 @@ fn options(
 }
 
 pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
+    if a.stdin_filename != "stdin" && !a.stdin && !a.stdin_from_command {
+        bail!(
+            "--stdin-filename names the file of --stdin or --stdin-from-command; give one of them"
+        );
+    }
     // Check the paths before touching the repository, so a typo costs nothing.
-    for p in &a.paths {
+    for p in a.paths.iter().filter(|_| !a.stdin_from_command) {
         std::fs::symlink_metadata(p).with_context(|| {
             format!(
                 "backup path {} does not exist or cannot be read",
@@ -91,7 +100,16 @@ pub fn run(ctx: &Ctx, out: &Out, a: BackupArgs) -> Result<Outcome> {
     opts.scan = show;
     let progress = Arc::new(Progress::default());
     let display = Display::backup(progress.clone(), show);
-    let result = if a.stdin {
+    let result = if a.stdin_from_command {
+        let argv: Vec<std::ffi::OsString> = a
+            .paths
+            .iter()
+            .map(|p| p.as_os_str().to_os_string())
+            .collect();
+        let source = backup::stdin::CommandOutput::spawn(&argv)
+            .with_context(|| "--stdin-from-command: the command could not be started")?;
+        backup::stdin::run(&repo, source, &a.stdin_filename, &opts, &progress, ctx.cx())
+    } else if a.stdin {
         if std::io::stdin().is_terminal() {
             bail!(
                 "--stdin reads the data to back up from standard input, but it is a terminal: pipe something in"

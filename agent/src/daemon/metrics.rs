@@ -34,6 +34,8 @@ struct Volume {
     files: u64,
     last_success: Option<f64>,
     last_duration: f64,
+    /// Seconds between two scheduled backups, when the agent backs the volume up.
+    interval: Option<f64>,
 }
 
 #[derive(Default)]
@@ -114,6 +116,20 @@ impl Metrics {
         g.sum += seconds;
     }
 
+    /// The agent backs up `namespace`/`pvc` every `interval` seconds; its last snapshot (from
+    /// the repository, so that the series survives a restart of the agent) is `last`.
+    pub fn scheduled(&self, namespace: &str, pvc: &str, interval: f64, last: Option<f64>) {
+        let mut g = self.lock();
+        let v = g
+            .volumes
+            .entry((namespace.to_string(), pvc.to_string()))
+            .or_default();
+        v.interval = Some(interval);
+        if v.last_success.is_none() {
+            v.last_success = last;
+        }
+    }
+
     /// Ready from now on.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
@@ -136,6 +152,30 @@ impl Metrics {
         let labels = |(ns, pvc): &(String, String)| {
             format!("namespace=\"{}\",pvc=\"{}\"", escape(ns), escape(pvc))
         };
+        family(
+            "cairn_agent_ready",
+            "gauge",
+            "1 once the pod watch has listed and the kubelet root passed its check.",
+            &mut |o| {
+                let _ = writeln!(
+                    o,
+                    "cairn_agent_ready {}",
+                    self.ready.load(Ordering::Acquire) as u8
+                );
+            },
+        );
+        family(
+            "cairn_backup_interval_seconds",
+            "gauge",
+            "Seconds between two scheduled backups of the volume (its schedule).",
+            &mut |o| {
+                for (k, v) in &g.volumes {
+                    if let Some(i) = v.interval {
+                        let _ = writeln!(o, "cairn_backup_interval_seconds{{{}}} {i}", labels(k));
+                    }
+                }
+            },
+        );
         family(
             "cairn_backups_running",
             "gauge",
@@ -211,7 +251,7 @@ impl Metrics {
         family(
             "cairn_backup_last_success_timestamp_seconds",
             "gauge",
-            "When the volume's last successful backup ended (Unix time).",
+            "When the volume's last successful backup ended (Unix time; at start, its latest snapshot's time).",
             &mut |o| {
                 for (k, v) in &g.volumes {
                     if let Some(t) = v.last_success {

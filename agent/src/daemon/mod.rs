@@ -173,11 +173,16 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Outcome)>();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Plans are made again only when something changed (a pod, a finished backup) or the
+    // earliest scheduled time has come, so an idle agent with many pods does no work per tick.
+    let mut dirty = true;
+    let mut next_due: Option<DateTime<Utc>> = None;
 
     loop {
         tokio::select! {
             ev = pods.next() => match ev {
                 Some(Ok(ev)) => {
+                    dirty = true;
                     if matches!(ev, watcher::Event::InitDone) && root_ok {
                         metrics.set_ready();
                     }
@@ -187,6 +192,7 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
                 None => return Err(anyhow!("the pod watch ended")),
             },
             Some((key, outcome)) = done_rx.recv() => {
+                dirty = true;
                 if let Some((p, _)) = running.remove(&key) {
                     record(&metrics, &key, &outcome);
                     finish(&env, s, &tracked, &mut history, &key, &p, outcome).await;
@@ -198,15 +204,19 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
             break;
         }
         let now = Utc::now();
-        plan_due(
-            s,
-            &tracked,
-            &history,
-            &mut attempts,
-            &running,
-            &mut queue,
-            now,
-        );
+        if dirty || next_due.is_some_and(|d| d <= now) {
+            dirty = false;
+            next_due = plan_due(
+                s,
+                &tracked,
+                &history,
+                &mut attempts,
+                &running,
+                &mut queue,
+                now,
+            );
+            publish_schedules(s, &tracked, &history, &metrics, now);
+        }
         while running.len() < s.max_concurrent.max(1) {
             let Some((key, p)) = queue.pop_front() else {
                 break;
@@ -246,6 +256,40 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Tells the metrics each backed-up volume's schedule interval and last snapshot, for the
+/// "no backup within twice its schedule" alert.
+fn publish_schedules(
+    s: &Settings,
+    tracked: &HashMap<String, Tracked>,
+    history: &History,
+    m: &metrics::Metrics,
+    now: DateTime<Utc>,
+) {
+    for t in tracked.values().filter(|t| t.info.running) {
+        let schedule = t.plan.schedule.as_ref().unwrap_or(&s.schedule);
+        let Some(next) = schedule.next_after(now) else {
+            continue;
+        };
+        let Some(after) = schedule.next_after(next) else {
+            continue;
+        };
+        let interval = (after - next).num_milliseconds() as f64 / 1000.0;
+        for name in &t.plan.volumes {
+            let Some(v) = t.info.volumes.iter().find(|v| &v.name == name) else {
+                continue;
+            };
+            let key = Identity::of(&s.cluster, &t.info, v).path();
+            let rest = key.trim_start_matches('/');
+            let (namespace, pvc) = rest.split_once('/').unwrap_or((rest, ""));
+            let last = history
+                .get(&key)
+                .last
+                .map(|t| t.timestamp_millis() as f64 / 1000.0);
+            m.scheduled(namespace, pvc, interval, last);
+        }
+    }
 }
 
 /// Adds a finished job to the metrics, labelled by its identity's path
@@ -378,7 +422,8 @@ fn plan_due(
     running: &HashMap<String, (Pending, Cancel)>,
     queue: &mut VecDeque<(String, Pending)>,
     now: DateTime<Utc>,
-) {
+) -> Option<DateTime<Utc>> {
+    let mut earliest: Option<DateTime<Utc>> = None;
     let mut pods: Vec<&Tracked> = tracked.values().collect();
     pods.sort_by(|a, b| (&a.info.namespace, &a.info.name).cmp(&(&b.info.namespace, &b.info.name)));
     for t in pods {
@@ -405,7 +450,11 @@ fn plan_due(
                 .flatten()
                 .max()
                 .unwrap_or(first_seen);
-            let scheduled = schedule.next_after(base).is_some_and(|due| due <= now);
+            let due = schedule.next_after(base);
+            let scheduled = due.is_some_and(|due| due <= now);
+            if let Some(due) = due.filter(|d| *d > now) {
+                earliest = Some(earliest.map_or(due, |e| e.min(due)));
+            }
             if trigger.is_some() || scheduled {
                 queue.push_back((
                     key,
@@ -418,6 +467,7 @@ fn plan_due(
             }
         }
     }
+    earliest
 }
 
 fn make_job(

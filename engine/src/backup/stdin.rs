@@ -144,3 +144,63 @@ pub fn run(
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })
 }
+
+/// The standard output of a command, to back up with [`run`] (`--stdin-from-command`). Its
+/// exit status is checked when its output ends: a command that fails (a `pg_dump` that lost
+/// its connection) makes the read fail, so its truncated output never becomes a snapshot.
+pub struct CommandOutput {
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+    name: String,
+    finished: bool,
+}
+
+impl CommandOutput {
+    /// Starts `argv` (the program, then its arguments) with its stdout piped to us, stdin
+    /// and stderr inherited.
+    pub fn spawn(argv: &[std::ffi::OsString]) -> std::io::Result<CommandOutput> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(std::io::Error::other("no command given"));
+        };
+        let name = program.to_string_lossy().into_owned();
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{name}: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+        Ok(CommandOutput {
+            child,
+            stdout,
+            name,
+            finished: false,
+        })
+    }
+}
+
+impl Read for CommandOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.finished {
+            self.finished = true;
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!("{} {status}", self.name)));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for CommandOutput {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Stopped early (an error or a cancel): the command must not outlive us.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
