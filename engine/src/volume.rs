@@ -3,10 +3,11 @@
 //!
 //! ```text
 //!  find: the latest snapshot of the identity (cluster, namespace, PVC), or a pinned one
-//!  claim: .cairn/restore.lock created exclusively; another runner waits for its marker
 //!  look:  .cairn/restore.json complete → done, touch nothing
 //!         in progress → finish it (a restore into the same target completes the job)
-//!         volume not empty (beyond lost+found and .cairn/) → skip, overwrite or fail
+//!         no marker, volume not empty (beyond lost+found and .cairn/) → skip, overwrite or
+//!         fail, before anything is written into it
+//!  claim: flock on .cairn/restore.lock; another runner waits for the complete marker
 //!  mark:  .cairn/restore.json {"state":"in-progress", snapshot, time}   (fsynced)
 //!  restore the snapshot into the volume
 //!  mark:  .cairn/restore.json {"state":"complete", ...}                  (fsynced)
@@ -257,17 +258,14 @@ fn write_marker(dir: &Path, m: &Marker) -> Result<(), VolumeError> {
     Ok(())
 }
 
-/// The exclusive claim on a volume; removed on drop.
-struct Claim(PathBuf);
+/// The exclusive claim on a volume: an `flock` on `.cairn/restore.lock`, which the kernel
+/// releases when its holder dies (a killed init container), so the next start never waits
+/// for a dead one.
+struct Claim(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Takes `.cairn/restore.lock`, or waits for another runner's complete marker.
+/// Takes the claim, or waits for another runner's complete marker (at most `wait`).
 fn claim(dir: &Path, wait: Duration, cx: &Context) -> Result<Option<Claim>, VolumeError> {
+    use nix::fcntl::{Flock, FlockArg};
     let state = dir.join(STATE_DIR);
     let lock = state.join(LOCK);
     let err = |source| VolumeError::Marker {
@@ -275,40 +273,38 @@ fn claim(dir: &Path, wait: Duration, cx: &Context) -> Result<Option<Claim>, Volu
         source,
     };
     std::fs::create_dir_all(&state).map_err(err)?;
-    let me = format!(
-        "{} pid {}",
-        cairn_repo_format::key::hostname(),
-        std::process::id()
-    );
     let started = std::time::Instant::now();
     loop {
-        match std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
             .write(true)
-            .create_new(true)
             .open(&lock)
-        {
-            Ok(mut f) => {
-                f.write_all(me.as_bytes()).map_err(err)?;
-                f.sync_all().map_err(err)?;
-                return Ok(Some(Claim(lock)));
+            .map_err(err)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => {
+                let me = format!(
+                    "{} pid {}\n",
+                    cairn_repo_format::key::hostname(),
+                    std::process::id()
+                );
+                let _ = held.set_len(0);
+                let _ = (&*held).write_all(me.as_bytes());
+                return Ok(Some(Claim(held)));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(err(e)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
+            Err((_, e)) => return Err(err(std::io::Error::from(e))),
         }
         if read_marker(dir).is_some_and(|m| m.state == "complete") {
             return Ok(None);
         }
         if started.elapsed() >= wait {
-            let holder = std::fs::read_to_string(&lock).unwrap_or_default();
-            // A holder on this host that no longer exists left the lock behind (a killed
-            // init container): take over.
-            if is_dead_holder(&holder) {
-                let _ = std::fs::remove_file(&lock);
-                continue;
-            }
             return Err(VolumeError::WaitedTooLong {
+                holder: std::fs::read_to_string(&lock)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
                 lock,
-                holder,
                 waited: wait,
             });
         }
@@ -317,19 +313,6 @@ fn claim(dir: &Path, wait: Duration, cx: &Context) -> Result<Option<Claim>, Volu
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// A lock written by a process of this host that is gone.
-fn is_dead_holder(holder: &str) -> bool {
-    let Some((host, pid)) = holder.rsplit_once(" pid ") else {
-        return false;
-    };
-    let Ok(pid) = pid.trim().parse::<i32>() else {
-        return false;
-    };
-    host == cairn_repo_format::key::hostname()
-        && pid != std::process::id() as i32
-        && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Runs restore-init's steps (see the module's doc).
@@ -360,32 +343,31 @@ pub fn run(
         }
         return Ok(VolumeOutcome::NoSnapshot);
     };
+    // A volume with data and no marker is decided on before anything is written into it.
+    if read_marker(dir).is_none() {
+        let empty = is_empty(dir).map_err(|source| VolumeError::Marker {
+            path: dir.clone(),
+            source,
+        })?;
+        if !empty {
+            match opts.if_not_empty {
+                IfNotEmpty::Skip => return Ok(VolumeOutcome::NotEmpty),
+                IfNotEmpty::Fail => return Err(VolumeError::NotEmpty(dir.clone())),
+                IfNotEmpty::Overwrite => {}
+            }
+        }
+    }
     let Some(_claim) = claim(dir, opts.wait, cx)? else {
         // Another runner finished it.
         let snapshot = read_marker(dir).map(|m| m.snapshot).unwrap_or_default();
         return Ok(VolumeOutcome::AlreadyRestored { snapshot });
     };
-    match read_marker(dir) {
-        Some(m) if m.state == "complete" => {
-            return Ok(VolumeOutcome::AlreadyRestored {
-                snapshot: m.snapshot,
-            });
-        }
-        // In progress: finish it, whatever the volume holds now.
-        Some(_) => {}
-        None => {
-            let empty = is_empty(dir).map_err(|source| VolumeError::Marker {
-                path: dir.clone(),
-                source,
-            })?;
-            if !empty {
-                match opts.if_not_empty {
-                    IfNotEmpty::Skip => return Ok(VolumeOutcome::NotEmpty),
-                    IfNotEmpty::Fail => return Err(VolumeError::NotEmpty(dir.clone())),
-                    IfNotEmpty::Overwrite => {}
-                }
-            }
-        }
+    // Under the claim: another runner may have finished meanwhile. An in-progress marker is
+    // finished whatever the volume holds now.
+    if let Some(m) = read_marker(dir).filter(|m| m.state == "complete") {
+        return Ok(VolumeOutcome::AlreadyRestored {
+            snapshot: m.snapshot,
+        });
     }
     let mark = |state: &str| {
         write_marker(

@@ -33,7 +33,8 @@ fn manifests() -> Vec<PathBuf> {
     yaml_files(&workspace().join("deploy"))
         .into_iter()
         .filter(|p| {
-            !p.ends_with("kustomization.yaml") && !p.components().any(|c| c.as_os_str() == "monitoring")
+            !p.ends_with("kustomization.yaml")
+                && !p.components().any(|c| c.as_os_str() == "monitoring")
         })
         .collect()
 }
@@ -74,7 +75,10 @@ fn every_manifest_validates_strictly_against_the_kubernetes_schemas() {
         .unwrap()
         .replace("mountPropagation:", "mountPropagaton:");
     std::fs::write(&bad, text).unwrap();
-    assert!(!validate(&[bad]).status.success(), "a misspelled field passed");
+    assert!(
+        !validate(&[bad]).status.success(),
+        "a misspelled field passed"
+    );
 }
 
 #[test]
@@ -89,13 +93,19 @@ fn the_kustomization_names_files_that_exist() {
             continue;
         }
         if let Some(f) = line.trim().strip_prefix("- ").filter(|_| in_resources) {
-            assert!(deploy.join(f).is_file(), "kustomization.yaml names {f}, which is missing");
+            assert!(
+                deploy.join(f).is_file(),
+                "kustomization.yaml names {f}, which is missing"
+            );
             named += 1;
         }
     }
     assert_eq!(named, 4, "{text}");
     let ds = std::fs::read_to_string(deploy.join("daemonset.yaml")).unwrap();
-    assert!(text.contains("name: ghcr.io/cairn-backup/cairn") && ds.contains("image: ghcr.io/cairn-backup/cairn:"));
+    assert!(
+        text.contains("name: ghcr.io/cairn-backup/cairn")
+            && ds.contains("image: ghcr.io/cairn-backup/cairn:")
+    );
 }
 
 #[test]
@@ -146,7 +156,9 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
             .args(&args)
             .current_dir(&dir)
             .output()
-            .expect("promtool is missing: run scripts/test-services.sh (Debian's prometheus package)");
+            .expect(
+                "promtool is missing: run scripts/test-services.sh (Debian's prometheus package)",
+            );
         assert!(
             out.status.success(),
             "promtool {args:?}: {}{}",
@@ -158,11 +170,15 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 
 #[test]
 fn the_dashboard_and_alerts_query_metrics_the_agent_exports() {
-    let exported = std::fs::read_to_string(workspace().join("agent/src/daemon/metrics.rs")).unwrap();
-    let dashboard = std::fs::read_to_string(workspace().join("deploy/monitoring/dashboard.json")).unwrap();
-    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard.json is JSON");
+    let exported =
+        std::fs::read_to_string(workspace().join("agent/src/daemon/metrics.rs")).unwrap();
+    let dashboard =
+        std::fs::read_to_string(workspace().join("deploy/monitoring/dashboard.json")).unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("dashboard.json is JSON");
     assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 4));
-    let alerts = std::fs::read_to_string(workspace().join("deploy/monitoring/alerts.yaml")).unwrap();
+    let alerts =
+        std::fs::read_to_string(workspace().join("deploy/monitoring/alerts.yaml")).unwrap();
     for text in [&dashboard, &alerts] {
         for (i, _) in text.match_indices("cairn_") {
             let name: String = text[i..]

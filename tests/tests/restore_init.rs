@@ -6,6 +6,7 @@
 //! one volume restore it once.
 
 use std::path::Path;
+use std::process::Command;
 
 use cairn_e2e::*;
 
@@ -157,6 +158,10 @@ fn a_volume_with_data_is_left_alone_overwritten_or_refused_as_asked() {
     out.success();
     assert_eq!(outcome(&out), "not-empty");
     assert_eq!(data_of(&vol).len(), 1);
+    assert!(
+        !vol.join(".cairn").exists(),
+        "nothing written into a volume left alone"
+    );
     restore_init(&f, &vol, &["--if-not-empty", "fail"])
         .expect_code(1)
         .stderr_has("holds data and no restore marker");
@@ -262,4 +267,149 @@ fn bad_input_is_named() {
     restore_init(&f, &vol, &["--before", "yesterday"])
         .expect_code(1)
         .stderr_has("--before");
+}
+
+#[test]
+fn without_cap_chown_it_restores_as_the_current_user_with_one_warning() {
+    const NOBODY: u32 = 65534;
+    let f = fixture();
+    backup_as(&f, "prod", &[]);
+    let who = if is_root() {
+        RunAs::User(NOBODY, NOBODY)
+    } else {
+        RunAs::Me
+    };
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(f.base.path())
+        .status()
+        .unwrap();
+    let vol = fresh_volume(&f, "user-volume");
+    if is_root() {
+        Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&vol)
+            .status()
+            .unwrap();
+    }
+    let env = |target: &Path| {
+        vec![
+            ("CAIRN_TARGET".to_string(), target.display().to_string()),
+            ("CAIRN_NAMESPACE".to_string(), "db".to_string()),
+            ("CAIRN_PVC".to_string(), "data-pg-0".to_string()),
+            (
+                "CAIRN_REPOSITORY".to_string(),
+                f.repo.path.display().to_string(),
+            ),
+        ]
+    };
+    let strict = run_cairn_with_env(
+        &["restore-init", "--strict-ownership"],
+        Some(PASSWORD),
+        who,
+        &env(&vol),
+    );
+    strict.expect_code(1).stderr_has("CAP_CHOWN");
+    assert!(
+        !vol.join(".cairn/restore.json").exists(),
+        "refused before writing anything"
+    );
+    let out = run_cairn_with_env(&["restore-init"], Some(PASSWORD), who, &env(&vol));
+    out.success();
+    assert_eq!(outcome(&out), "restored");
+    let warnings = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("\"warning\""))
+        .count();
+    assert_eq!(warnings, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("recorded owners"), "{}", out.stderr);
+    assert_eq!(data_of(&vol), read_tree_files(&f.src));
+    if is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(vol.join("pgdata/PG_VERSION")).unwrap();
+        assert_eq!(md.uid(), NOBODY, "restored as the user that ran it");
+    }
+}
+
+#[test]
+fn a_marker_that_cannot_be_written_fails_the_init_container() {
+    if !is_root() {
+        // Needs a file system of its own that is full; only root can mount one.
+        return;
+    }
+    let f = fixture();
+    backup_as(&f, "prod", &[]);
+    let vol = f.base.path().join("full");
+    std::fs::create_dir_all(&vol).unwrap();
+    // Two inodes: the root and lost+found. Nothing more can be created: ENOSPC.
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,nr_inodes=2", "tmpfs"])
+        .arg(&vol)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&vol);
+    std::fs::create_dir(vol.join("lost+found")).unwrap();
+    let out = restore_init(&f, &vol, &[]);
+    out.expect_code(1)
+        .stderr_has(".cairn")
+        .stderr_has("No space left on device");
+}
+
+#[test]
+fn a_restore_killed_midway_is_finished_by_the_next_start() {
+    let f = fixture();
+    std::fs::create_dir_all(f.src.join("big")).unwrap();
+    for i in 0..6 {
+        write_random_file(&f.src.join(format!("big/{i}")), 24 << 20, 70 + i);
+    }
+    backup_as(&f, "prod", &[]);
+    let vol = fresh_volume(&f, "killed");
+    let env = vec![
+        ("CAIRN_TARGET".to_string(), vol.display().to_string()),
+        ("CAIRN_NAMESPACE".to_string(), "db".to_string()),
+        ("CAIRN_PVC".to_string(), "data-pg-0".to_string()),
+        (
+            "CAIRN_REPOSITORY".to_string(),
+            f.repo.path.display().to_string(),
+        ),
+        ("CAIRN_PASSWORD".to_string(), PASSWORD.to_string()),
+    ];
+    // Slowed down (20 MiB/s) so that the kill lands while files are being written.
+    let mut child = Command::new(cairn_bin())
+        .args(["restore-init", "--limit-download", "20480"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let marker = vol.join(".cairn/restore.json");
+    while !(marker.exists() && vol.join("big").exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+    assert_eq!(m["state"], "in-progress");
+    let out = restore_init(&f, &vol, &[]);
+    out.success();
+    assert_eq!(outcome(&out), "restored");
+    assert_eq!(data_of(&vol), read_tree_files(&f.src));
 }
