@@ -373,7 +373,7 @@ fn a_restore_killed_midway_is_finished_by_the_next_start() {
     }
     backup_as(&f, "prod", &[]);
     let vol = fresh_volume(&f, "killed");
-    let env = vec![
+    let env = [
         ("CAIRN_TARGET".to_string(), vol.display().to_string()),
         ("CAIRN_NAMESPACE".to_string(), "db".to_string()),
         ("CAIRN_PVC".to_string(), "data-pg-0".to_string()),
