@@ -173,10 +173,31 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether a chown failed because the file system cannot keep owners (SMB/Azure Files
+/// without Unix extensions answers EPERM or EINVAL; some answer ENOTSUP): the entry is
+/// restored with the owner the file system gives it, and the restore counts it.
+fn owner_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::EINVAL) | Some(libc::ENOTSUP)
+    )
+}
+
+/// What applying metadata did, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The recorded owner was set (false: the file system refused it).
+    pub owner_kept: bool,
+}
+
 /// [`apply_metadata`] for a regular file still open as `file`: the same steps on the file
 /// descriptor (`fchown`, `fchmod`, `fsetxattr`, `futimens`), with no path lookups, so nothing
 /// swapped in at the path in the meantime can receive them. Restore uses it for every file.
-pub fn apply_file_metadata(file: &std::fs::File, node: &Node, as_root: bool) -> io::Result<()> {
+pub fn apply_file_metadata(
+    file: &std::fs::File,
+    node: &Node,
+    as_root: bool,
+) -> io::Result<Applied> {
     use xattr::FileExt as _;
     let mut first_err: Option<io::Error> = None;
     let mut note = |r: io::Result<()>| {
@@ -184,12 +205,12 @@ pub fn apply_file_metadata(file: &std::fs::File, node: &Node, as_root: bool) -> 
             first_err.get_or_insert(e);
         }
     };
+    let mut owner_kept = true;
     if as_root {
-        note(std::os::unix::fs::fchown(
-            file,
-            Some(node.uid),
-            Some(node.gid),
-        ));
+        match std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
+            Err(e) if owner_refused(&e) => owner_kept = false,
+            r => note(r),
+        }
     }
     note(file.set_permissions(std::fs::Permissions::from_mode(node.mode)));
     for x in &node.xattrs {
@@ -206,25 +227,25 @@ pub fn apply_file_metadata(file: &std::fs::File, node: &Node, as_root: bool) -> 
         Some(ts(&node.atime)),
         Some(ts(&node.mtime)),
     ));
-    first_err.map_or(Ok(()), Err)
+    first_err.map_or(Ok(Applied { owner_kept }), Err)
 }
 
 /// Applies a node's metadata to the object at `path` (already created, not followed if it is a
 /// symlink): owner (as root), then mode (after chown, which clears setuid), xattrs, and times
 /// last. Returns the first error; the caller reports it and goes on.
-pub fn apply_metadata(path: &Path, node: &Node, as_root: bool) -> io::Result<()> {
+pub fn apply_metadata(path: &Path, node: &Node, as_root: bool) -> io::Result<Applied> {
     let mut first_err: Option<io::Error> = None;
     let mut note = |r: io::Result<()>| {
         if let Err(e) = r {
             first_err.get_or_insert(e);
         }
     };
+    let mut owner_kept = true;
     if as_root {
-        note(std::os::unix::fs::lchown(
-            path,
-            Some(node.uid),
-            Some(node.gid),
-        ));
+        match std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+            Err(e) if owner_refused(&e) => owner_kept = false,
+            r => note(r),
+        }
     }
     if node.kind != NodeType::Symlink {
         note(std::fs::set_permissions(
@@ -248,5 +269,5 @@ pub fn apply_metadata(path: &Path, node: &Node, as_root: bool) -> io::Result<()>
         ts(&node.atime),
         ts(&node.mtime),
     ));
-    first_err.map_or(Ok(()), Err)
+    first_err.map_or(Ok(Applied { owner_kept }), Err)
 }

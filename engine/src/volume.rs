@@ -94,6 +94,9 @@ pub struct VolumeRestore {
     pub wait: Duration,
     /// Restore tuning.
     pub tuning: RestoreTuning,
+    /// Entries whose recorded owner the file system refused fail the run (and leave the
+    /// marker in progress) instead of being counted.
+    pub strict_ownership: bool,
 }
 
 /// What a run did.
@@ -164,6 +167,11 @@ pub enum VolumeError {
         /// How long this run waited.
         waited: Duration,
     },
+    /// `strict_ownership`, and the file system refused owners.
+    #[error(
+        "the file system refused the recorded owners of {0} entries (strict ownership); the restore stays in progress"
+    )]
+    OwnersRefused(u64),
     /// The restore failed.
     #[error(transparent)]
     Restore(#[from] RestoreError),
@@ -396,6 +404,12 @@ pub fn run(
     };
     restore::run_with(repo, &snap, &ropts, &opts.tuning, progress, cx)?;
     let errors = progress.errors.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = progress
+        .owners_not_kept
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if opts.strict_ownership && refused > 0 {
+        return Err(VolumeError::OwnersRefused(refused));
+    }
     if errors == 0 {
         mark("complete")?;
     }

@@ -48,6 +48,12 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
     result?;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let errors = g(&progress.errors);
+    let refused = g(&progress.owners_not_kept);
+    if refused > 0 {
+        out.info(format!(
+            "warning: the target's file system refused the recorded owners of {refused} entries (SMB/Azure Files cannot keep them)"
+        ));
+    }
     if out.json {
         println!(
             "{}",

@@ -73,6 +73,7 @@ pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
             connections: ctx.settings()?.connections(),
             ..Default::default()
         },
+        strict_ownership: a.strict_ownership,
     };
     let repo = ctx.open_indexed()?;
     let progress = RestoreProgress::default();
@@ -80,6 +81,12 @@ pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let outcome = volume::run(&repo, &opts, &progress, ctx.cx())?;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = g(&progress.owners_not_kept);
+    if refused > 0 {
+        // SMB (Azure Files) and other file systems that cannot keep owners.
+        say(json!({ "message_type": "warning",
+            "message": format!("the volume's file system refused the recorded owners of {refused} entries (SMB/Azure Files cannot keep them): they keep the owner it gave them") }));
+    }
     match outcome {
         VolumeOutcome::Restored { id, errors } => {
             say(

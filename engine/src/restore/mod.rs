@@ -74,6 +74,9 @@ pub struct RestoreProgress {
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
     pub verified: AtomicU64,
+    /// Entries whose recorded owner the file system refused (SMB/Azure Files): restored
+    /// with the owner it gave them.
+    pub owners_not_kept: AtomicU64,
 }
 
 /// Why a restore could not start.
@@ -174,16 +177,24 @@ impl Shared<'_> {
 
     /// Applies `node`'s metadata to `path`, reporting a failure.
     fn meta(&self, path: &Path, rel: &Path, node: &Node) {
-        if let Err(e) = apply_metadata(path, node, self.as_root) {
-            self.problem(rel, &format!("metadata: {e}"));
+        self.applied(rel, apply_metadata(path, node, self.as_root));
+    }
+
+    fn applied(&self, rel: &Path, r: io::Result<crate::fsmeta::Applied>) {
+        match r {
+            Ok(a) if !a.owner_kept => {
+                self.progress
+                    .owners_not_kept
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => self.problem(rel, &format!("metadata: {e}")),
         }
     }
 
     /// Metadata of a regular file through its open descriptor.
     fn meta_file(&self, file: &std::fs::File, rel: &Path, node: &Node) {
-        if let Err(e) = apply_file_metadata(file, node, self.as_root) {
-            self.problem(rel, &format!("metadata: {e}"));
-        }
+        self.applied(rel, apply_file_metadata(file, node, self.as_root));
     }
 }
 
