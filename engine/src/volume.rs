@@ -401,6 +401,7 @@ pub fn run(
         include: Default::default(),
         exclude,
         verify: false,
+        devices: false,
     };
     restore::run_with(repo, &snap, &ropts, &opts.tuning, progress, cx)?;
     let errors = progress.errors.load(std::sync::atomic::Ordering::Relaxed);

@@ -197,6 +197,7 @@ fn restore_opts(target: &Path) -> RestoreOptions {
         include: Default::default(),
         exclude: Default::default(),
         verify: false,
+        devices: true,
     }
 }
 

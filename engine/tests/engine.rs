@@ -110,6 +110,7 @@ fn library_round_trip_with_change_detection() {
         include: Default::default(),
         exclude: Default::default(),
         verify: true,
+        devices: true,
     };
     let progress = RestoreProgress::default();
     restore::run(
@@ -303,6 +304,7 @@ fn parallel_uploads_that_fail_midway_leave_a_valid_repository_whose_packs_are_re
         include: Default::default(),
         exclude: Default::default(),
         verify: true,
+        devices: true,
     };
     restore::run(
         &repo,

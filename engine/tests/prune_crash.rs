@@ -147,6 +147,7 @@ fn assert_intact(f: &Fixture, snaps: &[(Id, Snapshot, u64)], when: &str) {
             include: Default::default(),
             exclude: Default::default(),
             verify: false,
+            devices: true,
         };
         let (cx, events) = common::collecting();
         restore::run(&repo, snapshot, &opts, &RestoreProgress::default(), &cx)

@@ -198,6 +198,7 @@ fn options(target: &Path) -> RestoreOptions {
         include: Default::default(),
         exclude: Default::default(),
         verify: true,
+        devices: true,
     }
 }
 

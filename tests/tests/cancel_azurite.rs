@@ -137,6 +137,7 @@ fn a_backup_cancelled_mid_upload_to_azurite_leaves_whole_objects_and_no_lock() {
             include: Default::default(),
             exclude: Default::default(),
             verify: true,
+            devices: true,
         },
         &cairn_engine::restore::RestoreProgress::default(),
         &Context::default(),

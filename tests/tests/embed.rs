@@ -70,6 +70,7 @@ async fn round_trip(repo: Repository<Opened>, src: &std::path::Path) -> u64 {
             include: Default::default(),
             exclude: Default::default(),
             verify: true,
+            devices: true,
         };
         restore::run(
             &r,

@@ -413,3 +413,45 @@ fn a_restore_killed_midway_is_finished_by_the_next_start() {
     assert_eq!(outcome(&out), "restored");
     assert_eq!(data_of(&vol), read_tree_files(&f.src));
 }
+
+#[test]
+fn device_nodes_in_a_snapshot_are_reported_never_created() {
+    if !is_root() {
+        // Only root can make a device node to back up.
+        return;
+    }
+    let f = fixture();
+    let dev = f.src.join("dev-null");
+    let ok = Command::new("mknod")
+        .arg(&dev)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mknod");
+    backup_as(&f, "prod", &[]);
+    let vol = fresh_volume(&f, "v");
+    let out = restore_init(&f, &vol, &[]);
+    out.success();
+    assert!(
+        std::fs::symlink_metadata(vol.join("dev-null")).is_err(),
+        "a device node was created"
+    );
+    assert!(
+        out.stderr
+            .contains("device nodes in the snapshot were not created"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("dev-null"), "{}", out.stderr);
+    // `cairn restore` as root still restores what the snapshot holds.
+    let target = f.base.path().join("plain");
+    f.repo.restore("latest", &target, &[]).success();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(target.join("dev-null"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+}

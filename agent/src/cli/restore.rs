@@ -31,6 +31,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
         include,
         exclude,
         verify: a.verify,
+        devices: true,
     };
     let progress = std::sync::Arc::new(RestoreProgress::default());
     let total = if opts.subpath.is_none() && a.includes.is_empty() {

@@ -81,6 +81,11 @@ pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let outcome = volume::run(&repo, &opts, &progress, ctx.cx())?;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let devices = g(&progress.devices_skipped);
+    if devices > 0 {
+        say(json!({ "message_type": "warning",
+            "message": format!("{devices} device nodes in the snapshot were not created: restore-init never creates devices") }));
+    }
     let refused = g(&progress.owners_not_kept);
     if refused > 0 {
         // SMB (Azure Files) and other file systems that cannot keep owners.

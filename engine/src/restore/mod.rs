@@ -63,6 +63,10 @@ pub struct RestoreOptions {
     pub exclude: Patterns,
     /// Re-read every restored file and check it against the snapshot.
     pub verify: bool,
+    /// Create device nodes (as root). When false, each is skipped and counted
+    /// ([`RestoreProgress::devices_skipped`]): a volume restored for an app never needs one,
+    /// and a hostile snapshot could use one to reach a host device.
+    pub devices: bool,
 }
 
 /// Live counters.
@@ -77,6 +81,8 @@ pub struct RestoreProgress {
     /// Entries whose recorded owner the file system refused (SMB/Azure Files): restored
     /// with the owner it gave them.
     pub owners_not_kept: AtomicU64,
+    /// Device nodes not created ([`RestoreOptions::devices`] false).
+    pub devices_skipped: AtomicU64,
 }
 
 /// Why a restore could not start.
@@ -146,6 +152,7 @@ pub struct Shared<'a> {
     repo: &'a Repository<Indexed>,
     as_root: bool,
     verify: bool,
+    devices: bool,
     progress: &'a RestoreProgress,
     cx: &'a Context,
 }
@@ -276,6 +283,7 @@ fn run_inner(
         repo,
         as_root: is_root(),
         verify: opts.verify,
+        devices: opts.devices,
         progress,
         cx,
     };

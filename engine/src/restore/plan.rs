@@ -278,6 +278,17 @@ impl<'s, 'a> Planner<'s, 'a> {
         if node.kind == NodeType::File {
             return self.file(rel, node);
         }
+        if matches!(node.kind, NodeType::Chardev | NodeType::Blockdev) && !self.shared.devices {
+            self.shared
+                .progress
+                .devices_skipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared.cx.emit(crate::events::Event::FileSkipped {
+                path: rel.to_path_buf(),
+                reason: "a device node: not created".into(),
+            });
+            return;
+        }
         match self.writer.special(rel, &node) {
             Ok(Some(path)) => self.shared.meta(&path, rel, &node),
             Ok(None) => {}
