@@ -2,6 +2,7 @@
 //! Exit codes follow restic: 0 success, 1 fatal error, 3 snapshot written but some files could
 //! not be read, 10 no repository, 12 wrong password.
 
+mod caps;
 mod cli;
 mod daemon;
 mod signals;

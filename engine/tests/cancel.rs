@@ -5,6 +5,7 @@
 //! the opened repository.
 
 mod common;
+use common::CHEAP;
 use common::{Trip, Tripwire, random_bytes};
 
 use std::path::Path;
@@ -18,14 +19,7 @@ use cairn_engine::restore::{self, RestoreError, RestoreOptions, RestoreProgress,
 use cairn_engine::{Cancel, Context, Events, Severity};
 use cairn_repo_format::backend::LocalBackend;
 use cairn_repo_format::config::Config;
-use cairn_repo_format::key::KdfParams;
 use cairn_repo_format::{Backend, Opened, Repository};
-
-const CHEAP: KdfParams = KdfParams {
-    m_cost: 64,
-    t_cost: 1,
-    p_cost: 1,
-};
 
 const FILES: u64 = 40;
 const FILE_SIZE: usize = 200 << 10;

@@ -5,6 +5,7 @@
 //! restores.
 
 mod common;
+use common::CHEAP;
 use common::random_bytes;
 
 use std::path::Path;
@@ -17,16 +18,9 @@ use cairn_engine::restore::{self, RestoreOptions, RestoreProgress};
 use cairn_engine::{Context, Severity};
 use cairn_repo_format::backend::LocalBackend;
 use cairn_repo_format::config::Config;
-use cairn_repo_format::key::KdfParams;
 use cairn_repo_format::lock::LockKind;
 use cairn_repo_format::snapshot::Snapshot;
 use cairn_repo_format::{Backend, FileKind, Id, Opened, Repository};
-
-const CHEAP: KdfParams = KdfParams {
-    m_cost: 64,
-    t_cost: 1,
-    p_cost: 1,
-};
 
 const FILES: u64 = 24;
 const FILE_SIZE: usize = 100 << 10;

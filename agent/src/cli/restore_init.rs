@@ -42,7 +42,7 @@ pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
             a.target.display()
         );
     }
-    let owners = can_chown();
+    let owners = crate::caps::root_or(crate::caps::CHOWN);
     if !owners {
         let uid = nix::unistd::geteuid();
         if a.strict_ownership {
@@ -117,17 +117,4 @@ pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
             "volume": identity, "message": "the volume holds data and no restore marker: left alone (--if-not-empty skip)" })),
     }
     Ok(Outcome::Success)
-}
-
-/// Root, or `CAP_CHOWN` (bit 0 of `CapEff`).
-fn can_chown() -> bool {
-    nix::unistd::geteuid().is_root()
-        || std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .is_some_and(|c| c & 1 != 0)
 }

@@ -328,24 +328,12 @@ fn check_root(root: &std::path::Path) -> Result<(), String> {
             root.display()
         ));
     }
-    if !nix::unistd::geteuid().is_root() && !can_read_search() {
+    if !crate::caps::root_or(crate::caps::DAC_READ_SEARCH) {
         return Err(
             "cannot read every volume: run the agent as uid 0, or with CAP_DAC_READ_SEARCH".into(),
         );
     }
     Ok(())
-}
-
-/// Whether this process holds `CAP_DAC_READ_SEARCH` (bit 2 of `CapEff`).
-fn can_read_search() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << 2) != 0)
 }
 
 /// Takes in one watch event: pods added, changed or gone.

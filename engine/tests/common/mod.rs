@@ -1,5 +1,13 @@
 //! Helpers shared by the engine's integration tests.
 
+/// A cheap key derivation, so that opening a test repository takes no time.
+#[allow(dead_code)]
+pub const CHEAP: cairn_repo_format::key::KdfParams = cairn_repo_format::key::KdfParams {
+    m_cost: 64,
+    t_cost: 1,
+    p_cost: 1,
+};
+
 /// Deterministic incompressible bytes (xorshift), different for every seed.
 pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
