@@ -1310,6 +1310,24 @@ fn the_seed_story_backup_loss_restore_init_and_a_second_cluster() {
         std::fs::write(copy.join("probe"), b"x").is_err(),
         "the copy is read-only"
     );
+    // What the second cluster may do with read access only, writing no lock.
+    let ro = Repo {
+        path: copy.clone(),
+        password: PASSWORD.into(),
+        who: RunAs::Me,
+    };
+    assert_eq!(ro.snapshots().len(), c.snapshots_of(path).len());
+    ro.run(&["ls", "latest"]).success();
+    let dumped = ro.run(&["dump", "latest", "/pgdata/PG_VERSION"]);
+    dumped.success();
+    assert_eq!(dumped.stdout, "16\n");
+    ro.run(&["check"]).success();
+    assert!(
+        std::fs::read_dir(copy.join("locks"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
     let other = c.base.path().join("disk-other-cluster");
     std::fs::create_dir_all(&other).unwrap();
     run_cairn_with_env(

@@ -79,7 +79,24 @@ pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
     let progress = RestoreProgress::default();
     let identity = format!("{}/{}", opts.spec.namespace, opts.spec.pvc);
     let started = std::time::Instant::now();
-    let outcome = volume::run(&repo, &opts, &progress, ctx.cx())?;
+    // A status line every 10 s while the restore runs, for `kubectl logs`.
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_secs(10))
+            {
+                let g =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                say(json!({ "message_type": "status", "volume": identity,
+                    "files_restored": g(&progress.files), "bytes_restored": g(&progress.bytes),
+                    "seconds": started.elapsed().as_secs_f64() }));
+            }
+        });
+        let r = volume::run(&repo, &opts, &progress, ctx.cx());
+        drop(stop);
+        r
+    })?;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let devices = g(&progress.devices_skipped);
     if devices > 0 {
