@@ -21,6 +21,47 @@ pub struct KdfParams {
     pub p_cost: u32,
 }
 
+/// The most memory a key file may ask argon2id for, in KiB (256 MiB: 8 times the default,
+/// well below what would OOM-kill a pod or a small node). See `docs/design.md` §7.
+pub const KDF_MAX_MEMORY_KIB: u32 = 256 * 1024;
+/// The most passes a key file may ask for (default 3).
+pub const KDF_MAX_PASSES: u32 = 16;
+/// The most lanes a key file may ask for (default 1).
+pub const KDF_MAX_LANES: u32 = 8;
+
+impl KdfParams {
+    /// Whether these parameters are within the bounds every reader enforces: a key file
+    /// outside them is skipped unopened, so that nobody who can write to `keys/` can make
+    /// every command spin or run out of memory.
+    pub fn check(&self) -> Result<(), String> {
+        if self.p_cost == 0 || self.p_cost > KDF_MAX_LANES {
+            return Err(format!(
+                "argon2 lanes {} outside 1..={KDF_MAX_LANES}",
+                self.p_cost
+            ));
+        }
+        if self.t_cost == 0 || self.t_cost > KDF_MAX_PASSES {
+            return Err(format!(
+                "argon2 passes {} outside 1..={KDF_MAX_PASSES}",
+                self.t_cost
+            ));
+        }
+        let min = 8 * self.p_cost;
+        if self.m_cost < min || self.m_cost > KDF_MAX_MEMORY_KIB {
+            return Err(format!(
+                "argon2 memory {} KiB outside {min}..={KDF_MAX_MEMORY_KIB} KiB",
+                self.m_cost
+            ));
+        }
+        Ok(())
+    }
+
+    /// The work of one derivation, to try cheap key files first.
+    pub fn cost(&self) -> u64 {
+        self.m_cost as u64 * self.t_cost as u64
+    }
+}
+
 impl Default for KdfParams {
     fn default() -> Self {
         // 32 MiB, 3 passes: as much memory per guess as restic's scrypt key files (N = 2^15,
@@ -110,6 +151,7 @@ impl KeyFile {
         if self.kdf != "argon2id" {
             return Err(KeyError::Malformed(format!("unknown kdf {:?}", self.kdf)));
         }
+        self.params.check().map_err(KeyError::Malformed)?;
         let salt =
             hex_decode(&self.salt).ok_or_else(|| KeyError::Malformed("salt is not hex".into()))?;
         let sealed =

@@ -19,6 +19,15 @@ use crate::pack::{PackEntry, PackHeader, PackHeaderError};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
+/// "; key files skipped: …" for an error's message, or nothing.
+fn skipped_list(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; key files skipped: {}", skipped.join("; "))
+    }
+}
+
 /// Everything that can go wrong at the repository level. Each variant names the object.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -34,11 +43,21 @@ pub enum RepoError {
         /// The location given.
         location: String,
     },
-    /// No key file opens with this password.
-    #[error("wrong password: no key in {location} opens with it")]
+    /// No well-formed key file opens with this password.
+    #[error("wrong password: no key in {location} opens with it{}", skipped_list(.skipped))]
     WrongPassword {
         /// The repository.
         location: String,
+        /// Key files skipped unopened, each with why.
+        skipped: Vec<String>,
+    },
+    /// Every key file was skipped: none could be tried with the password.
+    #[error("no usable key file in {location}{}", skipped_list(.skipped))]
+    NoUsableKey {
+        /// The repository.
+        location: String,
+        /// Key files skipped unopened, each with why.
+        skipped: Vec<String>,
     },
     /// Storage failed.
     #[error(transparent)]
@@ -208,6 +227,7 @@ impl Repository<Opened> {
                 location: backend.location(),
             });
         }
+        kdf.check().map_err(|e| corrupt("key", e))?;
         let key = MasterKey::generate();
         let kf = KeyFile::create(&key, password, kdf).map_err(|e| corrupt("key", e))?;
         let kf_bytes = serde_json::to_vec_pretty(&kf).expect("serializable");
@@ -238,22 +258,57 @@ impl Repository<Opened> {
         };
         let mut key_paths = Vec::new();
         backend.list(FileKind::Key.prefix(), &mut |o| key_paths.push(o.path))?;
-        let mut found = None;
+        // Read every key file first; skip (and name) those that cannot be tried, then try the
+        // rest cheapest first: a damaged or hostile key file never locks out the others.
+        let mut skipped = Vec::new();
+        let mut candidates = Vec::new();
         for path in key_paths {
-            let bytes = backend.get(&path, None)?;
+            let Some(id) = FileKind::Key.id_of(&path) else {
+                skipped.push(format!("{path}: not a key file name"));
+                continue;
+            };
+            let bytes = match backend.get(&path, None) {
+                Ok(b) => b,
+                Err(e) => {
+                    skipped.push(format!("{path}: {e}"));
+                    continue;
+                }
+            };
+            if Id::of_stored(&bytes) != id {
+                skipped.push(format!("{path}: its name is not the hash of its content"));
+                continue;
+            }
             let kf: KeyFile = match serde_json::from_slice(&bytes) {
                 Ok(k) => k,
-                Err(_) => continue, // a damaged key file must not lock out the others
+                Err(e) => {
+                    skipped.push(format!("{path}: not a key file ({e})"));
+                    continue;
+                }
             };
+            if let Err(why) = kf.params.check() {
+                skipped.push(format!("{path}: {why}"));
+                continue;
+            }
+            candidates.push((kf.params.cost(), id, path, kf));
+        }
+        candidates.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+        let mut found = None;
+        let mut tried = 0;
+        for (_, id, path, kf) in candidates {
             match kf.open(password) {
                 Ok(k) => {
-                    found = FileKind::Key.id_of(&path).map(|id| (k, id));
+                    found = Some((k, id));
                     break;
                 }
-                Err(KeyError::WrongPassword | KeyError::Malformed(_)) => continue,
+                Err(KeyError::WrongPassword) => tried += 1,
+                Err(KeyError::Malformed(why)) => skipped.push(format!("{path}: {why}")),
             }
         }
-        let (key, key_id) = found.ok_or(RepoError::WrongPassword { location })?;
+        let (key, key_id) = match found {
+            Some(f) => f,
+            None if tried > 0 => return Err(RepoError::WrongPassword { location, skipped }),
+            None => return Err(RepoError::NoUsableKey { location, skipped }),
+        };
         let plain = open_object(&key, ObjectKind::Config, &config_bytes)
             .map_err(|e| corrupt("config", e))?;
         let config: Config = serde_json::from_slice(&plain).map_err(|e| corrupt("config", e))?;
@@ -429,6 +484,7 @@ impl<S> Repository<S> {
 
     /// Adds a key file so that `password` also opens this repository; returns its id.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        kdf.check().map_err(|e| corrupt("key", e))?;
         let kf = KeyFile::create(self.key(), password, kdf).map_err(|e| corrupt("key", e))?;
         let bytes = serde_json::to_vec_pretty(&kf).expect("serializable");
         let id = Id::of_stored(&bytes);

@@ -86,6 +86,9 @@ fn advice_for(e: &(dyn Error + 'static)) -> Option<&'static str> {
                 Some("run `cairn init` to create a repository there, or check -r/--repo")
             }
             RepoError::Corrupt { .. } => Some("run `cairn check` to see what else is damaged"),
+            RepoError::NoUsableKey { .. } => Some(
+                "remove the key files named above, or restore a good one; `cairn key list` (with a working password) shows the keys",
+            ),
             _ => None,
         };
     }
