@@ -55,23 +55,46 @@ pub enum SelectError {
     Repo(#[from] RepoError),
 }
 
-/// Every snapshot passing `filter`, oldest first.
-pub fn list<S>(
+/// Every snapshot passing `filter`, oldest first. A snapshot object that cannot be read or
+/// opened (bit rot, a torn upload, a forged file) is left out and handed to `damaged`, so one
+/// bad object never hides the others; only a failure to list or reach the storage is an
+/// error.
+pub fn list_with<S>(
     repo: &Repository<S>,
     filter: &SnapshotFilter,
+    damaged: &mut dyn FnMut(Id, RepoError),
 ) -> Result<Vec<(Id, Snapshot)>, RepoError> {
     let mut out = Vec::new();
     for id in repo.snapshot_ids()? {
-        let snap = repo.load_snapshot(&id)?;
-        if filter.matches(&snap) {
-            out.push((id, snap));
+        match repo.load_snapshot(&id) {
+            Ok(snap) if filter.matches(&snap) => out.push((id, snap)),
+            Ok(_) => {}
+            Err(e @ RepoError::Backend(_)) if !is_not_found(&e) => return Err(e),
+            Err(e) => damaged(id, e),
         }
     }
     out.sort_by_key(|(id, s)| (s.time, *id));
     Ok(out)
 }
 
-/// The newest snapshot passing `filter`.
+/// A snapshot deleted between the listing and the read (a concurrent `forget`).
+fn is_not_found(e: &RepoError) -> bool {
+    matches!(
+        e,
+        RepoError::Backend(cairn_repo_format::BackendError::NotFound { .. })
+    )
+}
+
+/// [`list_with`], with damaged snapshots left out silently: for choosing among readable
+/// snapshots. Listing commands use [`list_with`] and name what they left out.
+pub fn list<S>(
+    repo: &Repository<S>,
+    filter: &SnapshotFilter,
+) -> Result<Vec<(Id, Snapshot)>, RepoError> {
+    list_with(repo, filter, &mut |_, _| {})
+}
+
+/// The newest readable snapshot passing `filter`.
 pub fn latest_matching<S>(
     repo: &Repository<S>,
     filter: &SnapshotFilter,

@@ -116,3 +116,40 @@ fn key_add_refuses_parameters_readers_would_skip() {
     out.expect_code(1).stderr_has("memory");
     assert!(!other.join("config").exists(), "nothing written");
 }
+
+/// One undecryptable object in `snapshots/` (bit rot, a torn upload, a keyless attacker)
+/// hides no other snapshot: listings name it and go on, `latest` is the latest readable one,
+/// and `check` reports it and exits 1.
+#[test]
+fn a_damaged_snapshot_object_is_named_and_hides_nothing_else() {
+    let base = tempdir();
+    let repo = Repo::init(&base.path().join("repo"), &[]);
+    let src = base.path().join("src");
+    write_file(&src.join("a.txt"), b"hello");
+    repo.backup(&[&src], &[]);
+    let junk = vec![0x5a_u8; 300];
+    let name = Id::of_stored(&junk).to_string();
+    std::fs::write(repo.path.join("snapshots").join(&name), &junk).unwrap();
+
+    let out = repo.run(&["snapshots", "--json"]);
+    out.success().stderr_has(&format!("snapshots/{name}"));
+    let listed: Vec<Value> = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(listed.len(), 1);
+    repo.run(&["ls", "latest"]).success();
+    let target = base.path().join("out");
+    repo.restore("latest", &target, &[]).success();
+    assert_eq!(std::fs::read(target.join("a.txt")).unwrap(), b"hello");
+    repo.backup(&[&src], &[]);
+    repo.run(&["forget", "--keep-last", "5"]).success();
+    assert!(
+        repo.path.join("snapshots").join(&name).exists(),
+        "forget never deletes what it cannot read"
+    );
+    let check = repo.run(&["check"]);
+    check.expect_code(1);
+    assert!(
+        check.stdout.contains(&name),
+        "check does not name it:\n{}",
+        check.stdout
+    );
+}

@@ -10,7 +10,9 @@ use super::{Ctx, Out, Outcome};
 pub fn run(ctx: &Ctx, out: &Out, a: FindArgs) -> Result<Outcome> {
     let patterns = Patterns::new(&a.patterns)?;
     let repo = ctx.open_indexed()?;
-    let snaps = select::list(&repo, &a.filter.to_filter()?)?;
+    let snaps = select::list_with(&repo, &a.filter.to_filter()?, &mut |id, e| {
+        super::skip_damaged_snapshot(ctx, id, e)
+    })?;
     let mut hits = 0u64;
     let json = out.json;
     find::run(&repo, &snaps, &patterns, &mut |id, path, node| {

@@ -65,7 +65,9 @@ pub fn run(ctx: &Ctx, out: &Out, a: ForgetArgs) -> Result<Outcome> {
     let mut remove = Vec::new();
     let mut report = Vec::new();
     if a.snapshots.is_empty() {
-        let list = select::list(&repo, &a.filter.to_filter()?)?;
+        let list = select::list_with(&repo, &a.filter.to_filter()?, &mut |id, e| {
+            super::skip_damaged_snapshot(ctx, id, e)
+        })?;
         for g in forget::plan(list, group_by, &policy, &chrono::Local) {
             let kept = g.snapshots.iter().filter(|s| s.2.keep).count();
             if !out.json && !out.quiet {

@@ -127,6 +127,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     1
 }
 
+/// Reports a snapshot object that a listing left out because it cannot be read.
+pub fn skip_damaged_snapshot(ctx: &Ctx, id: cairn_repo_format::Id, e: RepoError) {
+    ctx.cx().emit(cairn_engine::Event::ObjectDamaged {
+        object: cairn_repo_format::FileKind::Snapshot.path(&id),
+        problem: format!("{e}; left out"),
+    });
+}
+
 /// Where the repository and password come from, and what every operation gets: the event
 /// printer and the cancel handle that SIGINT and SIGTERM set.
 pub struct Ctx {

@@ -8,7 +8,9 @@ use super::{Ctx, Out, Outcome, bytes};
 
 pub fn run(ctx: &Ctx, out: &Out, a: FilterArgs) -> Result<Outcome> {
     let repo = ctx.open()?;
-    let list = select::list(&repo, &a.to_filter()?)?;
+    let list = select::list_with(&repo, &a.to_filter()?, &mut |id, e| {
+        super::skip_damaged_snapshot(ctx, id, e)
+    })?;
     if out.json {
         let v: Vec<_> = list
             .iter()
