@@ -118,10 +118,20 @@ pub fn resolve<S>(
         } else {
             format!(" with filters {filter:?}")
         };
-        return latest_matching(repo, filter)?.ok_or(SelectError::NoMatch {
-            spec: spec.into(),
-            hint,
-        });
+        // The latest readable snapshot; when none is readable, the damage is the answer.
+        let mut damaged = None;
+        let found = list_with(repo, filter, &mut |_, e| {
+            damaged.get_or_insert(e);
+        })?
+        .pop();
+        return match (found, damaged) {
+            (Some(f), _) => Ok(f),
+            (None, Some(e)) => Err(e.into()),
+            (None, None) => Err(SelectError::NoMatch {
+                spec: spec.into(),
+                hint,
+            }),
+        };
     }
     let lower = spec.to_ascii_lowercase();
     if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
