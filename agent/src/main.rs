@@ -30,11 +30,30 @@ fn tune_allocator() {
     }
 }
 
+/// Writing to a closed pipe (`cairn snapshots | head -1`) ends a command quietly, as it ends
+/// `cat` or `ls`, instead of panicking in `println!` (exit 101). Rust starts programs with
+/// SIGPIPE ignored; the repository commands take the default back. The long-running faces
+/// keep it ignored and see EPIPE as an error on the connection that failed.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: only sets SIGPIPE's disposition back to the default (no handler runs); signal()
+    // is safe to call from any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cancel = cairn_engine::Cancel::new();
     let caught = signals::watch(cancel.clone());
     let args = cli::args::Cli::parse();
+    if !matches!(
+        args.command,
+        cli::args::Command::Agent(_) | cli::args::Command::RestoreInit(_)
+    ) {
+        default_sigpipe();
+    }
     let json = args.json;
     let result = cli::run(args, cancel);
     if let Some(sig) = caught.signal() {

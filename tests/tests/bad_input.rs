@@ -255,3 +255,40 @@ fn unreadable_files_during_backup_exit_3_are_named_and_everything_else_is_kept()
         assert_same_content(&src.join(f), &target.join(f));
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    // `cairn snapshots | head -1`, `cairn cat pack ID | head`: the reader goes away first.
+    let base = tempdir();
+    let repo = Repo::init(&base.path().join("repo"), &[]);
+    let src = base.path().join("src");
+    write_file(&src.join("a"), b"a");
+    repo.backup(&[&src], &[]);
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["snapshots", "--json"],
+    ] {
+        let mut child = std::process::Command::new(cairn_bin())
+            .arg("-r")
+            .arg(&repo.path)
+            .args(&args)
+            .env("CAIRN_PASSWORD", &repo.password)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before cairn has opened the repository and written anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
