@@ -292,3 +292,35 @@ fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn ls_shows_control_characters_in_names_escaped() {
+    let base = tempdir();
+    let repo = Repo::init(&base.path().join("repo"), &[]);
+    let src = base.path().join("src");
+    // A name that would turn a terminal red and clear the line.
+    write_file(&src.join("evil\u{1b}[31mred\u{1b}[2K"), b"x");
+    repo.backup(&[&src], &[]);
+    for args in [vec!["ls", "latest"], vec!["ls", "-l", "latest"]] {
+        let out = repo.run(&args);
+        out.success();
+        assert!(
+            !out.stdout.contains('\u{1b}'),
+            "{args:?} printed a raw escape: {:?}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("evil\\x1b[31mred\\x1b[2K"),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+    }
+    // JSON keeps the exact name.
+    let nodes = repo.ls("latest", None);
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["name"] == "evil\u{1b}[31mred\u{1b}[2K"),
+        "{nodes:?}"
+    );
+}

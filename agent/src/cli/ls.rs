@@ -46,12 +46,31 @@ fn mode_string(n: &Node) -> String {
     .collect()
 }
 
+/// A name as a terminal may show it: control characters (an escape sequence in a hostile
+/// snapshot could rewrite the screen) become `\xNN`. `--json` keeps the name exact.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn print(w: &mut impl Write, out: &Out, long: bool, path: &str, n: &Node) -> Result<()> {
     if out.json {
         let mut j = serde_json::to_value(n)?;
         j["path"] = serde_json::json!(path);
         writeln!(w, "{j}")?;
-    } else if long {
+        return Ok(());
+    }
+    let path = printable(path);
+    if long {
         let owner = if n.user.is_empty() {
             n.uid.to_string()
         } else {
@@ -65,7 +84,7 @@ fn print(w: &mut impl Write, out: &Out, long: bool, path: &str, n: &Node) -> Res
         let link = n
             .linktarget
             .as_ref()
-            .map(|t| format!(" -> {}", t.display()))
+            .map(|t| format!(" -> {}", printable(&t.display())))
             .unwrap_or_default();
         writeln!(
             w,
