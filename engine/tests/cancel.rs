@@ -16,7 +16,7 @@ use cairn_engine::backup::{self, BackupError, BackupOptions, Progress};
 use cairn_engine::check::{self, CheckError, CheckOptions, Subset};
 use cairn_engine::prune::{self, PruneError, PruneOptions};
 use cairn_engine::restore::{self, RestoreError, RestoreOptions, RestoreProgress, RestoreTuning};
-use cairn_engine::{Cancel, Context, Events, Severity};
+use cairn_engine::{Cancel, Context, Events};
 use cairn_repo_format::backend::LocalBackend;
 use cairn_repo_format::config::Config;
 use cairn_repo_format::{Backend, Opened, Repository};
@@ -85,19 +85,8 @@ fn backup_once(backend: &Arc<dyn Backend>, src: &Path) -> backup::BackupOutcome 
 fn assert_clean(backend: &Arc<dyn Backend>) {
     let repo = open(backend.clone());
     assert!(repo.locks().unwrap().is_empty(), "a lock was left behind");
-    let (cx, collected) = common::collecting();
-    let opts = CheckOptions {
-        read_data: Some(Subset::All),
-        threads: 2,
-    };
-    let summary = check::run(repo, &opts, &cx).unwrap();
-    let errors: Vec<String> = collected
-        .events()
-        .iter()
-        .filter(|e| e.severity() == Severity::Error)
-        .map(|e| e.to_string())
-        .collect();
-    assert_eq!(summary.errors, 0, "{errors:?}");
+    let errors = common::read_data_errors(repo);
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[test]

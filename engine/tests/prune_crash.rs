@@ -11,11 +11,10 @@ use common::random_bytes;
 use std::path::Path;
 use std::sync::Arc;
 
+use cairn_engine::Context;
 use cairn_engine::backup::{self, BackupOptions, Progress};
-use cairn_engine::check::{self, CheckOptions, Subset};
 use cairn_engine::prune::{self, Checkpoint, PruneError, PruneOptions};
 use cairn_engine::restore::{self, RestoreOptions, RestoreProgress};
-use cairn_engine::{Context, Severity};
 use cairn_repo_format::backend::LocalBackend;
 use cairn_repo_format::config::Config;
 use cairn_repo_format::lock::LockKind;
@@ -157,19 +156,8 @@ fn assert_intact(f: &Fixture, snaps: &[(Id, Snapshot, u64)], when: &str) {
         }
         std::fs::remove_dir_all(&target).unwrap();
     }
-    let (cx, collected) = common::collecting();
-    let opts = CheckOptions {
-        read_data: Some(Subset::All),
-        threads: 2,
-    };
-    let summary = check::run(open(&f.backend), &opts, &cx).unwrap();
-    let errors: Vec<String> = collected
-        .events()
-        .iter()
-        .filter(|e| e.severity() == Severity::Error)
-        .map(|e| e.to_string())
-        .collect();
-    assert_eq!(summary.errors, 0, "{when}: {errors:?}");
+    let errors = common::read_data_errors(open(&f.backend));
+    assert!(errors.is_empty(), "{when}: {errors:?}");
 }
 
 /// Kills a prune at `at`, checks every snapshot, then lets a prune finish and checks again.

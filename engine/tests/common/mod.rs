@@ -146,3 +146,26 @@ impl cairn_repo_format::Backend for Tripwire {
         self.inner.put_spooled(path, body)
     }
 }
+
+/// `check --read-data` of `repo`: the errors it found, as text (empty: a clean repository).
+#[allow(dead_code)]
+pub fn read_data_errors(
+    repo: cairn_repo_format::Repository<cairn_repo_format::Opened>,
+) -> Vec<String> {
+    let (cx, collected) = collecting();
+    let opts = cairn_engine::check::CheckOptions {
+        read_data: Some(cairn_engine::check::Subset::All),
+        threads: 2,
+    };
+    let summary = cairn_engine::check::run(repo, &opts, &cx).expect("check ran");
+    let mut errors: Vec<String> = collected
+        .events()
+        .iter()
+        .filter(|e| e.severity() == cairn_engine::Severity::Error)
+        .map(|e| e.to_string())
+        .collect();
+    if summary.errors > 0 && errors.is_empty() {
+        errors.push(format!("{} errors", summary.errors));
+    }
+    errors
+}
