@@ -258,6 +258,13 @@ async fn serve(s: Settings, cancel: Cancel) -> Result<()> {
     Ok(())
 }
 
+/// The metric labels of an identity's path: its namespace, and the rest (the PVC, or
+/// `<workload>/<volume>`).
+fn metric_labels(key: &str) -> (&str, &str) {
+    let rest = key.trim_start_matches('/');
+    rest.split_once('/').unwrap_or((rest, ""))
+}
+
 /// Tells the metrics each backed-up volume's schedule interval and last snapshot, for the
 /// "no backup within twice its schedule" alert.
 fn publish_schedules(
@@ -281,8 +288,7 @@ fn publish_schedules(
                 continue;
             };
             let key = Identity::of(&s.cluster, &t.info, v).path();
-            let rest = key.trim_start_matches('/');
-            let (namespace, pvc) = rest.split_once('/').unwrap_or((rest, ""));
+            let (namespace, pvc) = metric_labels(&key);
             let last = history
                 .get(&key)
                 .last
@@ -295,8 +301,7 @@ fn publish_schedules(
 /// Adds a finished job to the metrics, labelled by its identity's path
 /// (`/<namespace>/<pvc>` or `/<namespace>/<workload>/<volume>`).
 fn record(m: &metrics::Metrics, key: &str, outcome: &Outcome) {
-    let rest = key.trim_start_matches('/');
-    let (namespace, pvc) = rest.split_once('/').unwrap_or((rest, ""));
+    let (namespace, pvc) = metric_labels(key);
     let (seconds, result) = match outcome {
         Outcome::Done {
             snapshot,
