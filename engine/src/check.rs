@@ -1,7 +1,7 @@
 //! `check`: verifies a repository without trusting it. The loop:
 //!
 //! ```text
-//!  keys ─ index files + condemned lists (each read alone; a bad one is reported, the rest go on)
+//!  keys ─ locks ─ index files + condemned lists (each read alone; a bad one is reported, the rest go on)
 //!    ─ packs: listed vs indexed (missing = error, unindexed = warning)
 //!    ─ pack headers vs index (header-only ranged reads, N threads)
 //!        └ with --read-data: the whole pack instead (subset: n/t or p%), name = hash of
@@ -161,6 +161,11 @@ pub fn run(
                 object: FileKind::Key.path(&id),
                 problem: e.to_string(),
             });
+        }
+    }
+    for (_, lock) in repo.locks()? {
+        if let Err(e) = lock {
+            r.add(Event::from_repo_error(&e));
         }
     }
     let (repo, _inventory) = inventory::load(repo, &mut |e| r.add(Event::from_repo_error(&e)))?;

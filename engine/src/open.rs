@@ -168,14 +168,32 @@ impl RepoSettings {
     }
 
     /// Opens the repository and loads its index (for reading: restore, ls, dump). A backup
-    /// loads its index itself, under its lock.
-    pub fn open_indexed(&self) -> Result<Repository<Indexed>, OpenError> {
-        Ok(self.open()?.load_index()?)
+    /// loads its index itself, under its lock. Index files and condemned lists that cannot be
+    /// read are left out and reported to `cx` ([`report_skipped`]).
+    pub fn open_indexed(&self, cx: &crate::Context) -> Result<Repository<Indexed>, OpenError> {
+        let repo = self.open()?.load_index()?;
+        report_skipped(&repo, cx);
+        Ok(repo)
     }
 
     /// Storage requests in flight for this repository's reads (restore, check): the setting,
     /// or 0 for the backend's own default.
     pub fn connections(&self) -> usize {
         self.transfer.connections.unwrap_or(0)
+    }
+}
+
+/// Reports each index file or condemned list the index load left out because it cannot be
+/// read: the command goes on with the rest, and `check` reports the same object as damaged.
+pub fn report_skipped(repo: &Repository<Indexed>, cx: &crate::Context) {
+    for e in repo.skipped() {
+        let crate::Event::ObjectDamaged { object, problem } = crate::Event::from_repo_error(e)
+        else {
+            continue;
+        };
+        cx.emit(crate::Event::ObjectDamaged {
+            object,
+            problem: format!("{problem}; left out"),
+        });
     }
 }

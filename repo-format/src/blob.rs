@@ -7,6 +7,55 @@ use crate::compress::{self, Compression};
 use crate::crypto::MasterKey;
 use crate::id::Id;
 
+/// The largest data blob: the largest chunk any repository's chunker may produce (FastCDC's
+/// ceiling, the top of the chunker range in the config). Not the repository's own maximum:
+/// `copy` moves blobs between repositories whose chunkers differ.
+pub const MAX_DATA_BLOB: u32 = 16 << 20;
+
+/// The largest tree blob (one directory's serialized listing; about 400,000 entries).
+/// Backup refuses to write a larger one, naming the directory.
+pub const MAX_TREE_BLOB: u32 = 64 << 20;
+
+/// The largest plaintext a blob of type `ty` may have.
+pub fn raw_cap(ty: BlobType) -> u32 {
+    match ty {
+        BlobType::Data => MAX_DATA_BLOB,
+        BlobType::Tree => MAX_TREE_BLOB,
+    }
+}
+
+/// What is impossible about an index or pack-header entry, if anything: a plaintext over its
+/// type's cap, or a sealed length that no seal of that plaintext has (stored raw: exactly
+/// plaintext plus nonce and tag; compressed: less, since compression is kept only when it
+/// shrinks).
+pub fn entry_problem(e: &crate::pack::PackEntry) -> Option<String> {
+    let overhead = crate::crypto::SEAL_OVERHEAD as u64;
+    let (raw, len) = (e.raw_length as u64, e.length as u64);
+    if e.raw_length > raw_cap(e.ty) {
+        return Some(format!(
+            "{} blob {} claims {raw} bytes, over the {}-byte cap",
+            e.ty.name(),
+            e.id,
+            raw_cap(e.ty)
+        ));
+    }
+    let fits = match e.compression {
+        Compression::None => len == raw + overhead,
+        Compression::Zstd => len > overhead && len < raw + overhead,
+    };
+    (!fits).then(|| {
+        format!(
+            "{} blob {} has sealed length {len}, impossible for {raw} bytes stored {}",
+            e.ty.name(),
+            e.id,
+            match e.compression {
+                Compression::None => "raw",
+                Compression::Zstd => "compressed",
+            }
+        )
+    })
+}
+
 /// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -94,6 +143,9 @@ pub enum BlobError {
     /// The plaintext does not hash to the blob's id.
     #[error("content does not match its id")]
     HashMismatch,
+    /// The recorded plaintext length is over the blob type's cap.
+    #[error("recorded length {0} is over the blob cap")]
+    TooLarge(u32),
 }
 
 thread_local! {
@@ -112,6 +164,10 @@ pub fn open_blob(
     raw_len: u32,
     sealed: &[u8],
 ) -> Result<Vec<u8>, BlobError> {
+    if raw_len > raw_cap(ty) {
+        // Checked before anything is allocated for it (see `entry_problem`).
+        return Err(BlobError::TooLarge(raw_len));
+    }
     let aad = blob_aad(ty, id);
     let plain = match compression {
         Compression::None => key.open(&aad, sealed).map_err(|_| BlobError::Decrypt)?,

@@ -65,7 +65,9 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     (out.len() < data.len()).then_some(out)
 }
 
-/// Decompresses a zstd frame whose plaintext is exactly `raw_len` bytes.
+/// Decompresses a zstd frame whose plaintext is exactly `raw_len` bytes. For blobs, whose
+/// `raw_len` the caller has already held to a blob cap ([`crate::blob::raw_cap`]): the output
+/// is allocated once, at its final size, which the restore hot path relies on.
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, DecompressError> {
     let out = DECOMPRESSOR
         .with(|d| {
@@ -76,6 +78,25 @@ pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, DecompressErro
             d.as_mut()?.decompress(data, raw_len).ok()
         })
         .ok_or(DecompressError)?;
+    if out.len() != raw_len {
+        return Err(DecompressError);
+    }
+    Ok(out)
+}
+
+/// Decompresses a zstd frame as a stream, for objects whose claimed length nothing else
+/// bounds: memory grows only as real output arrives (never to what a header claims), and
+/// decoding stops as soon as the output would pass `raw_len`. The plaintext must be exactly
+/// `raw_len` bytes.
+pub fn decompress_streaming(data: &[u8], raw_len: usize) -> Result<Vec<u8>, DecompressError> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|_| DecompressError)?;
+    // Start small; a frame that really holds `raw_len` bytes grows the buffer by doubling.
+    let mut out = Vec::with_capacity(raw_len.min(1 << 20));
+    decoder
+        .take(raw_len as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| DecompressError)?;
     if out.len() != raw_len {
         return Err(DecompressError);
     }
@@ -102,6 +123,19 @@ mod tests {
         let _ = compress(&random, 3); // may or may not shrink; must not panic
         assert!(compress(&text, 0).is_none(), "level 0 disables");
         assert!(decompress(&c, text.len() + 1).is_err());
+        assert_eq!(decompress_streaming(&c, text.len()).unwrap(), text);
+        assert!(decompress_streaming(&c, text.len() + 1).is_err());
+        assert!(decompress_streaming(&c, text.len() - 1).is_err());
+    }
+
+    #[test]
+    fn a_frame_that_inflates_past_its_claim_stops_at_the_claim() {
+        // 64 MiB of zeros compress to a few KiB: a "bomb" claiming 1 KiB must not be inflated.
+        let zeros = vec![0u8; 64 << 20];
+        let bomb = zstd::bulk::compress(&zeros, 3).unwrap();
+        assert!(bomb.len() < 64 << 10);
+        assert!(decompress_streaming(&bomb, 1024).is_err());
+        assert!(decompress(&bomb, 1024).is_err());
     }
 
     #[test]

@@ -36,7 +36,42 @@ pub struct Config {
     pub pack_size: u32,
 }
 
+/// Accepted pack sizes (a pack is built in memory, so the ceiling bounds a writer's memory).
+pub const PACK_SIZE_RANGE: std::ops::RangeInclusive<u32> = (64 << 10)..=(512 << 20);
+
+/// Accepted compression levels: 0 (off) and zstd's levels.
+pub const COMPRESSION_RANGE: std::ops::RangeInclusive<i32> = 0..=22;
+
 impl Config {
+    /// Checks every field against the ranges the format accepts; a config outside them is
+    /// refused when the repository is opened, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=FORMAT_VERSION).contains(&self.version) {
+            return Err(format!(
+                "version {} is not one this cairn reads (1 to {FORMAT_VERSION})",
+                self.version
+            ));
+        }
+        self.chunker.validate().map_err(|e| e.to_string())?;
+        if !PACK_SIZE_RANGE.contains(&self.pack_size) {
+            return Err(format!(
+                "pack_size {} is out of range ({} to {} bytes)",
+                self.pack_size,
+                PACK_SIZE_RANGE.start(),
+                PACK_SIZE_RANGE.end()
+            ));
+        }
+        if !COMPRESSION_RANGE.contains(&self.compression) {
+            return Err(format!(
+                "compression {} is out of range ({} to {})",
+                self.compression,
+                COMPRESSION_RANGE.start(),
+                COMPRESSION_RANGE.end()
+            ));
+        }
+        Ok(())
+    }
+
     /// A config with fresh random id and seed and the given sizes.
     pub fn new(chunk: (u32, u32, u32), compression: i32, pack_size: u32) -> Config {
         Config {

@@ -84,6 +84,16 @@ pub enum RepoError {
         /// Why the lock counts as lost.
         reason: String,
     },
+    /// Something to be written is larger than readers accept.
+    #[error("{what} of {size} bytes is over the format's {cap}-byte cap")]
+    TooLarge {
+        /// What was being written (a kind of object, or a tree and its directory).
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
     /// The repository was written by a newer Cairn.
     #[error(
         "repository format version {found} is newer than this cairn supports ({FORMAT_VERSION}); upgrade cairn"
@@ -114,6 +124,14 @@ pub enum KeyRemoveError {
 /// Shorthand.
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
+/// The first impossible entry of `pack`'s entries, described (see [`crate::blob::entry_problem`]).
+fn entries_problem(pack: &Id, entries: &[PackEntry]) -> Option<String> {
+    entries
+        .iter()
+        .find_map(crate::blob::entry_problem)
+        .map(|why| format!("pack {pack}: {why}"))
+}
+
 fn corrupt(object: impl Into<String>, reason: impl ToString) -> RepoError {
     RepoError::Corrupt {
         object: object.into(),
@@ -129,6 +147,7 @@ pub struct Indexed {
     index: Arc<Index>,
     pending: Arc<Index>,
     lock: Option<Arc<dyn LockHealth>>,
+    skipped: Arc<Vec<RepoError>>,
 }
 
 /// A lock held while the index is in use, as seen by the writer of snapshots: a backup that
@@ -188,6 +207,7 @@ impl Clone for Indexed {
             index: self.index.clone(),
             pending: self.pending.clone(),
             lock: self.lock.clone(),
+            skipped: self.skipped.clone(),
         }
     }
 }
@@ -218,10 +238,7 @@ impl Repository<Opened> {
         config: Config,
         kdf: KdfParams,
     ) -> Result<Repository<Opened>> {
-        config
-            .chunker
-            .validate()
-            .map_err(|e| corrupt("config", e))?;
+        config.check().map_err(|e| corrupt("config", e))?;
         if backend.head("config")?.is_some() {
             return Err(RepoError::AlreadyInitialized {
                 location: backend.location(),
@@ -317,10 +334,7 @@ impl Repository<Opened> {
                 found: config.version,
             });
         }
-        config
-            .chunker
-            .validate()
-            .map_err(|e| corrupt("config", e))?;
+        config.check().map_err(|e| corrupt("config", e))?;
         Ok(Repository::opened(backend, key, key_id, config))
     }
 
@@ -345,25 +359,44 @@ impl Repository<Opened> {
                 index: Arc::new(index),
                 pending: Arc::new(pending),
                 lock: None,
+                skipped: Arc::default(),
             },
         }
     }
 
     fn load_index_inner(self, lock: Option<Arc<dyn LockHealth>>) -> Result<Repository<Indexed>> {
         let mut builder = IndexBuilder::default();
-        let mut paths = Vec::new();
-        self.backend().list(FileKind::Index.prefix(), &mut |o| {
-            // Names that are not ids (editor or tool leftovers) are not index files.
-            if FileKind::Index.id_of(&o.path).is_some() {
-                paths.push(o.path)
+        let mut skipped = Vec::new();
+        // A file that cannot be opened or decoded is skipped (and kept, named, for the caller
+        // to report): one damaged object must not stop every reader. A storage failure is not
+        // damage and stops the load.
+        let mut keep = |r: Result<()>| match r {
+            Err(e @ RepoError::Corrupt { .. }) => {
+                skipped.push(e);
+                Ok(())
             }
-        })?;
-        for path in paths {
-            self.read_index_file(&path, |pack, entries| builder.add_pack(pack, &entries))?;
+            r => r,
+        };
+        for id in self.ids(FileKind::Index)? {
+            let mut packs = Vec::new();
+            let read = self.read_index_file(&FileKind::Index.path(&id), |p, e| packs.push((p, e)));
+            if read.is_ok() {
+                for (pack, entries) in packs {
+                    builder.add_pack(pack, &entries);
+                }
+            }
+            keep(read)?;
         }
         let mut pending = IndexBuilder::default();
         for id in self.ids(FileKind::Condemned)? {
-            self.read_condemned(&id, |pack, entries| pending.add_pack(pack, &entries))?;
+            let mut packs = Vec::new();
+            let read = self.read_condemned(&id, |p, e| packs.push((p, e)));
+            if read.is_ok() {
+                for (pack, entries) in packs {
+                    pending.add_pack(pack, &entries);
+                }
+            }
+            keep(read.map(|_| ()))?;
         }
         Ok(Repository {
             inner: self.inner,
@@ -371,6 +404,7 @@ impl Repository<Opened> {
                 index: Arc::new(builder.finish()),
                 pending: Arc::new(pending.finish()),
                 lock,
+                skipped: Arc::new(skipped),
             },
         })
     }
@@ -471,10 +505,24 @@ impl<S> Repository<S> {
     pub fn read_condemned(
         &self,
         id: &Id,
-        f: impl FnMut(Id, Vec<PackEntry>),
+        mut f: impl FnMut(Id, Vec<PackEntry>),
     ) -> Result<crate::condemned::Stamp> {
+        let path = FileKind::Condemned.path(id);
         let payload = self.load_object(FileKind::Condemned, ObjectKind::Condemned, id)?;
-        crate::condemned::decode(&payload, f).map_err(|e| corrupt(FileKind::Condemned.path(id), e))
+        let mut bad = None;
+        let stamp = crate::condemned::decode(&payload, |pack, entries| {
+            if bad.is_none() {
+                match entries_problem(&pack, &entries) {
+                    Some(why) => bad = Some(why),
+                    None => f(pack, entries),
+                }
+            }
+        })
+        .map_err(|e| corrupt(&path, e))?;
+        match bad {
+            Some(why) => Err(corrupt(path, why)),
+            None => Ok(stamp),
+        }
     }
 
     /// The config.
@@ -496,6 +544,14 @@ impl<S> Repository<S> {
     /// Seals and stores an object under the hash of its stored bytes (create-only; an existing
     /// object of the same name has the same bytes, so that is success).
     pub fn save_object(&self, kind: FileKind, okind: ObjectKind, payload: &[u8]) -> Result<Id> {
+        if payload.len() as u64 > okind.max_payload() {
+            // Readers would refuse it: better to fail here, naming the kind, than to store it.
+            return Err(RepoError::TooLarge {
+                what: format!("{okind:?} object"),
+                size: payload.len() as u64,
+                cap: okind.max_payload(),
+            });
+        }
         let sealed = seal_object(self.key(), okind, payload, self.config().compression.max(1));
         let id = Id::of_stored(&sealed);
         match self.backend().put(&kind.path(&id), Bytes::from(sealed)) {
@@ -523,7 +579,18 @@ impl<S> Repository<S> {
             .id_of(path)
             .ok_or_else(|| corrupt(path, "not an index file name"))?;
         let payload = self.load_object(FileKind::Index, ObjectKind::Index, &id)?;
-        decode_index_file(&payload, f).map_err(|e| corrupt(path, e))
+        let mut f = f;
+        let mut bad = None;
+        decode_index_file(&payload, |pack, entries| {
+            if bad.is_none() {
+                match entries_problem(&pack, &entries) {
+                    Some(why) => bad = Some(why),
+                    None => f(pack, entries),
+                }
+            }
+        })
+        .map_err(|e| corrupt(path, e))?;
+        bad.map_or(Ok(()), |why| Err(corrupt(path, why)))
     }
 
     /// Writes an index file for `packs`.
@@ -605,11 +672,21 @@ impl<S> Repository<S> {
         let range = PackHeader::header_range(len, &trailer).map_err(hdr_err)?;
         let start = range.start;
         let sealed = self.backend().get(&path, Some(range))?;
-        PackHeader::parse(self.key(), &sealed, start).map_err(hdr_err)
+        let entries = PackHeader::parse(self.key(), &sealed, start).map_err(hdr_err)?;
+        match entries_problem(pack, &entries) {
+            Some(why) => Err(corrupt(path, why)),
+            None => Ok(entries),
+        }
     }
 }
 
 impl Repository<Indexed> {
+    /// Index files and condemned lists that could not be read, and were left out of the index.
+    /// Each is a [`RepoError::Corrupt`] naming the object; hosts report them as warnings.
+    pub fn skipped(&self) -> &[RepoError] {
+        &self.state.skipped
+    }
+
     /// The loaded index: what backups deduplicate against.
     pub fn index(&self) -> &Arc<Index> {
         &self.state.index
@@ -681,6 +758,7 @@ impl Repository<Indexed> {
 mod tests {
     use super::*;
     use crate::backend::ObjectStoreBackend;
+    use crate::compress::Compression;
 
     const CHEAP: KdfParams = KdfParams {
         m_cost: 64,
@@ -735,7 +813,46 @@ mod tests {
         bytes[20] ^= 1;
         b.delete(&path).unwrap();
         b.put(&path, Bytes::from(bytes)).unwrap();
-        let err = repo.load_index().err().expect("tampered index detected");
-        assert!(err.to_string().contains(&path), "{err}");
+        // The tampered file is left out and named; the load goes on.
+        let repo = repo
+            .load_index()
+            .expect("a damaged index file does not stop the load");
+        let skipped: Vec<String> = repo.skipped().iter().map(|e| e.to_string()).collect();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].contains(&path), "{skipped:?}");
+    }
+
+    #[test]
+    fn index_entries_that_no_blob_can_have_leave_their_file_out() {
+        let b = backend();
+        let repo = Repository::init(b.clone(), b"pw", Config::default(), CHEAP).unwrap();
+        let entry = |raw_length: u32, length: u32, compression| PackEntry {
+            ty: BlobType::Data,
+            compression,
+            id: Id([7; 32]),
+            offset: 0,
+            length,
+            raw_length,
+        };
+        let good = Id([1; 32]);
+        let ok = [entry(100, 128, Compression::None)];
+        repo.save_index([(&good, &ok[..])]).unwrap();
+        for bad in [
+            // A 3 GiB data blob: over the cap, refused before anything is reserved for it.
+            entry(3 << 30, 1000, Compression::Zstd),
+            // Stored raw, the sealed length is exactly plaintext + 28.
+            entry(100, 129, Compression::None),
+            // Compressed, it is shorter than that.
+            entry(100, 128, Compression::Zstd),
+        ] {
+            repo.save_index([(&Id([2; 32]), &[bad][..])]).unwrap();
+        }
+        let repo = repo.load_index().unwrap();
+        assert_eq!(repo.skipped().len(), 3);
+        assert!(repo.index().contains(BlobType::Data, &Id([7; 32])));
+        assert_eq!(repo.index().packs(), &[good], "only the good file's pack");
+        for e in repo.skipped() {
+            assert!(e.to_string().contains("index/"), "{e}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod azurite;
 pub mod fakekube;
 pub mod faultproxy;
+pub mod hostile;
 pub mod moto;
 pub mod service;
 
@@ -116,6 +117,17 @@ impl Output {
     }
 
     /// Panics unless stderr contains `needle`.
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout of `{}` does not mention {needle:?}\n--- stdout\n{}",
+            self.cmdline,
+            self.stdout
+        );
+        self
+    }
+
+    /// Asserts that stderr mentions `needle`.
     pub fn stderr_has(&self, needle: &str) -> &Self {
         assert!(
             self.stderr.contains(needle),

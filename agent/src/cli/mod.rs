@@ -249,7 +249,7 @@ impl Ctx {
 
     /// Opens the repository and loads its index.
     pub fn open_indexed(&self) -> Result<Repository<Indexed>> {
-        Ok(self.settings()?.open_indexed()?)
+        Ok(self.settings()?.open_indexed(&self.cx)?)
     }
 }
 

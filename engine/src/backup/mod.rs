@@ -376,6 +376,7 @@ pub fn run(
     }
     cx.cancel.check().map_err(|_| BackupError::Cancelled)?;
     let repo = crate::lock::index_for_backup(repo.clone())?;
+    crate::open::report_skipped(&repo, cx);
     run_indexed(&repo, opts, progress, cx)
 }
 
@@ -419,7 +420,7 @@ fn run_indexed(
     let (blob_tx, blob_rx) = bounded(workers * 2);
     let stop_scan = AtomicBool::new(false);
 
-    let (root, root_node, pack_result) = std::thread::scope(|s| {
+    let (root, root_node, pack_result, too_large) = std::thread::scope(|s| {
         if opts.scan {
             let settings = settings.clone();
             let stop = &stop_scan;
@@ -485,15 +486,25 @@ fn run_indexed(
         };
         let root = root_rx.and_then(|rx| rx.recv().ok());
         stop_scan.store(true, Ordering::Relaxed);
-        let _ = tree_stage.join();
+        let too_large = match tree_stage.join() {
+            Ok(Err(tree::Stopped::TooLarge { dir, entries, size })) => Some(RepoError::TooLarge {
+                what: format!("the tree of directory {dir} ({entries} entries)"),
+                size: size as u64,
+                cap: cairn_repo_format::blob::MAX_TREE_BLOB as u64,
+            }),
+            _ => None,
+        };
         let pack_result = packer.join().unwrap_or_else(|_| {
             Err(RepoError::Corrupt {
                 object: "pack stage".into(),
                 reason: "panicked".into(),
             })
         });
-        (root, root_node, pack_result)
+        (root, root_node, pack_result, too_large)
     });
+    if let Some(e) = too_large {
+        return Err(e.into());
+    }
     pack_result?;
     if cx.cancel.is_cancelled() {
         return Err(BackupError::Cancelled);

@@ -38,6 +38,7 @@ pub fn run(
     }
     cx.cancel.check().map_err(|_| BackupError::Cancelled)?;
     let repo = &crate::lock::index_for_backup(repo.clone())?;
+    crate::open::report_skipped(repo, cx);
     let start = Utc::now();
     let path = format!("/{name}");
     let parent = super::find_parent(repo, opts, std::slice::from_ref(&path))?;

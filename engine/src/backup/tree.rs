@@ -160,9 +160,23 @@ pub struct FinishedDir {
     pub reply: Sender<Id>,
 }
 
-/// The pipeline stopped behind this stage (an upload failed).
+/// Why the tree stage stopped early.
 #[derive(Debug)]
-pub struct Stopped;
+pub enum Stopped {
+    /// The pipeline stopped behind this stage (an upload failed).
+    Pipeline,
+    /// A directory's tree would be larger than readers accept
+    /// ([`cairn_repo_format::blob::MAX_TREE_BLOB`]): storing it would make the snapshot
+    /// unreadable, so the backup stops instead.
+    TooLarge {
+        /// The directory's name.
+        dir: String,
+        /// Its entries.
+        entries: usize,
+        /// The tree's size.
+        size: usize,
+    },
+}
 
 /// Runs until the archiver hangs up.
 pub fn run(
@@ -186,16 +200,28 @@ pub fn run(
                     match result {
                         Some(FileResult::Read(n)) => nodes.push(n),
                         Some(FileResult::Unreadable) => {}
-                        _ => return Err(Stopped),
+                        _ => return Err(Stopped::Pipeline),
                     }
                 }
                 Pending::Dir(mut n, rx) => {
-                    n.subtree = Some(rx.recv().map_err(|_| Stopped)?);
+                    n.subtree = Some(rx.recv().map_err(|_| Stopped::Pipeline)?);
                     nodes.push(n);
                 }
             }
         }
+        let entries = nodes.len();
         let bytes = Tree { nodes }.to_bytes();
+        if bytes.len() > cairn_repo_format::blob::MAX_TREE_BLOB as usize {
+            let dir = match &dir.node {
+                Some(n) => n.name.display().to_string(),
+                None => "/".to_string(),
+            };
+            return Err(Stopped::TooLarge {
+                dir,
+                entries,
+                size: bytes.len(),
+            });
+        }
         let id = key.blob_id(&bytes);
         let counter = match dir.parent_id {
             Some(p) if p == id => &progress.dirs_unmodified,
@@ -210,7 +236,7 @@ pub fn run(
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             blobs
                 .send(vec![seal(key, BlobType::Tree, id, &bytes, level)])
-                .map_err(|_| Stopped)?;
+                .map_err(|_| Stopped::Pipeline)?;
         }
         // The archiver may have stopped waiting (an error elsewhere); nothing to do then.
         let _ = reply.send(id);

@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 
-use cairn_repo_format::{Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{BackendError, BlobType, Id, Indexed, RepoError, Repository};
 
 use super::PruneStats;
-use crate::reach::{BitSet, Reach};
+use crate::reach::{BitSet, Problem, Reach};
 
 /// Per main-index pack: how much of it snapshots use.
 #[derive(Clone, Copy, Default)]
@@ -30,15 +30,30 @@ pub struct Marked {
     pub needed_pending: HashSet<Id>,
 }
 
-/// Walks every snapshot of `repo`. Damaged snapshots or trees are pushed to `damaged`.
+/// What a walk could not use.
+#[derive(Default)]
+pub struct Findings {
+    /// Blobs that snapshots refer to and no index has: lost data, which stops a prune.
+    pub missing: Vec<String>,
+    /// Snapshots and trees that cannot be read. Prune goes on without deleting what they
+    /// might refer to.
+    pub unreadable: Vec<RepoError>,
+}
+
+/// Walks every snapshot of `repo`. When a snapshot or tree cannot be read, what it refers to
+/// is unknown, so every tree in the repository is marked as used, with everything below it:
+/// nothing a damaged snapshot may refer to is deleted.
 pub fn run(
     repo: &Repository<Indexed>,
-    damaged: &mut Vec<String>,
+    found: &mut Findings,
     stats: &mut PruneStats,
 ) -> Result<Marked, RepoError> {
     let mut reach = Reach::new(repo);
     let mut walked = HashSet::new();
-    walk_new(repo, &mut reach, &mut walked, damaged, &mut stats.snapshots)?;
+    walk_new(repo, &mut reach, &mut walked, found, &mut stats.snapshots)?;
+    if !found.unreadable.is_empty() {
+        keep_every_tree(repo, &mut reach, found)?;
+    }
     let Reach {
         main: used,
         pending: used_pending,
@@ -63,17 +78,87 @@ pub fn run(
     })
 }
 
-/// Walks the snapshots not in `walked` yet, adding them to it.
+/// Walks the snapshots not in `walked` yet, adding them to it. A snapshot removed meanwhile
+/// (by a concurrent `forget`) is skipped; storage failures stop the walk, since a prune must
+/// not decide anything on a partial view.
 pub fn walk_new(
     repo: &Repository<Indexed>,
     reach: &mut Reach<'_>,
     walked: &mut HashSet<Id>,
-    damaged: &mut Vec<String>,
+    found: &mut Findings,
     snapshots: &mut u64,
 ) -> Result<(), RepoError> {
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
-    *snapshots += reach.walk_snapshots(&ids, walked, &mut |p| damaged.push(p.to_string()));
+    for id in ids {
+        if !walked.insert(id) {
+            continue;
+        }
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
+            Err(e @ RepoError::Corrupt { .. }) => {
+                found.unreadable.push(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        *snapshots += 1;
+        walk_tree(reach, &snap.tree, Some(id), found)?;
+    }
+    Ok(())
+}
+
+/// Walks one tree, sorting what goes wrong into `found`.
+fn walk_tree(
+    reach: &mut Reach<'_>,
+    tree: &Id,
+    snapshot: Option<Id>,
+    found: &mut Findings,
+) -> Result<(), RepoError> {
+    let mut failed = None;
+    reach.walk(
+        tree,
+        "/",
+        &mut |p| match p {
+            Problem::BadTree {
+                error: e @ RepoError::Corrupt { .. },
+                id,
+                path,
+            } => found.unreadable.push(RepoError::Corrupt {
+                object: match snapshot {
+                    Some(s) => format!("tree {id} (snapshot {}, {path})", s.short()),
+                    None => format!("tree {id}"),
+                },
+                reason: match e {
+                    RepoError::Corrupt { reason, .. } => reason,
+                    e => e.to_string(),
+                },
+            }),
+            Problem::BadTree { error, .. } => {
+                failed.get_or_insert(error);
+            }
+            p @ Problem::Missing { .. } => found.missing.push(p.into_event(snapshot).to_string()),
+        },
+        &mut |_| {},
+    );
+    failed.map_or(Ok(()), Err)
+}
+
+/// Marks every tree of the main and pending index, and what each refers to.
+fn keep_every_tree(
+    repo: &Repository<Indexed>,
+    reach: &mut Reach<'_>,
+    found: &mut Findings,
+) -> Result<(), RepoError> {
+    for index in [repo.index(), repo.pending()] {
+        for pos in 0..index.len() {
+            let (_, e) = index.entry_at(pos);
+            if e.ty == BlobType::Tree {
+                walk_tree(reach, &e.id, None, found)?;
+            }
+        }
+    }
     Ok(())
 }
 

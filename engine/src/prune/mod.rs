@@ -140,6 +140,10 @@ pub struct PruneStats {
     /// Temporary files of killed writers removed (a local repository's unfinished puts and
     /// spooled packs).
     pub temporaries_removed: u64,
+    /// Objects that could not be read (index files, condemned lists, pack headers, snapshots,
+    /// trees, locks): each was reported and left alone, and nothing it may refer to was
+    /// deleted. `check` names them again.
+    pub unreadable: u64,
 }
 
 /// Why prune stopped without changing anything it should not.
@@ -222,14 +226,34 @@ fn steps(
 ) -> Result<PruneStats, PruneError> {
     let cx = stops.cx;
     let started = Utc::now();
-    let mut damaged = Vec::new();
-    let (repo, inv) = inventory::load(repo, &mut |e| damaged.push(e.to_string()))?;
-    if !damaged.is_empty() {
-        return Err(PruneError::Damaged(damaged));
-    }
-    let listed = inventory::list_packs(&repo)?;
+    // Packs are listed before the index files are read: a pack that a backup uploads and
+    // indexes in between is then in the index, never taken for a leftover.
+    let mut listed = inventory::list_packs(&repo)?;
+    let left_out = |e: RepoError| {
+        cx.emit(Event::ObjectDamaged {
+            object: match &e {
+                RepoError::Corrupt { object, .. } => object.clone(),
+                _ => String::new(),
+            },
+            problem: format!(
+                "{}; left out, and nothing it may refer to is deleted",
+                match &e {
+                    RepoError::Corrupt { reason, .. } => reason.clone(),
+                    e => e.to_string(),
+                }
+            ),
+        })
+    };
+    let mut unreadable = 0u64;
+    let (repo, inv, untouchable) = inventory::load_rescuing(repo, &listed, &mut |e| {
+        unreadable += 1;
+        left_out(e)
+    })?;
+    // Packs whose contents are unknown are not prune's to judge.
+    listed.retain(|p, _| !untouchable.contains(p));
     let mut stats = PruneStats {
         packs: listed.len() as u64,
+        unreadable,
         ..Default::default()
     };
     if !opts.dry_run {
@@ -237,9 +261,20 @@ fn steps(
     }
 
     step_check(cx)?;
-    let marked = mark::run(&repo, &mut damaged, &mut stats)?;
-    if !damaged.is_empty() {
-        return Err(PruneError::Damaged(damaged));
+    let mut found = mark::Findings::default();
+    let marked = mark::run(&repo, &mut found, &mut stats)?;
+    if !found.missing.is_empty() {
+        return Err(PruneError::Damaged(found.missing));
+    }
+    if !found.unreadable.is_empty() {
+        stats.unreadable += found.unreadable.len() as u64;
+        for e in found.unreadable {
+            left_out(e);
+        }
+        step(
+            cx,
+            "a snapshot or tree cannot be read, so every tree is kept with all it refers to".into(),
+        );
     }
     stops.reached(Checkpoint::Marked)?;
 

@@ -69,12 +69,24 @@ pub fn run(
     // 1. Which lists a running backup may depend on. Locks are listed before snapshots: a
     //    backup writes its snapshot before it removes its lock, so one that finished is seen.
     let now = Utc::now();
-    let running: Vec<_> = repo
-        .locks()?
-        .into_iter()
-        .filter_map(|(id, l)| l.ok().map(|l| (id, l)))
-        .filter(|(_, l)| l.kind == LockKind::Backup && !l.is_stale(now))
-        .collect();
+    let mut running = Vec::new();
+    for (id, l) in repo.locks()? {
+        match l {
+            Ok(l) if l.kind == LockKind::Backup && !l.is_stale(now) => running.push((id, l)),
+            Ok(_) => {}
+            // A lock that cannot be read may be a running backup's: it holds back every list
+            // until `cairn unlock` removes it.
+            Err(e) => {
+                cx.emit(Event::from_repo_error(&e));
+                stats.unreadable += 1;
+                stats.deferred.push(format!(
+                    "{}: cannot be read, so the packs of every condemned list wait (`cairn unlock` removes it if no backup is running)",
+                    FileKind::Lock.path(&id)
+                ));
+                return Ok(());
+            }
+        }
+    }
     let mut eligible = Vec::new();
     for list in lists {
         let since = if list.stamp.committed {
@@ -112,13 +124,29 @@ pub fn run(
     }
     // 2. Snapshots written since the mark phase, against the index as it is now.
     let opened = repo.into_opened();
-    let mut damaged = Vec::new();
-    let (repo, _) = inventory::load(opened, &mut |e| damaged.push(e.to_string()))?;
+    let mut unreadable = Vec::new();
+    let (repo, _) = inventory::load(opened, &mut |e| unreadable.push(e))?;
     let mut reach = Reach::new(&repo);
     let mut walked = walked.clone();
-    mark::walk_new(&repo, &mut reach, &mut walked, &mut damaged, &mut 0)?;
-    if !damaged.is_empty() {
-        return Err(PruneError::Damaged(damaged));
+    let mut found = mark::Findings::default();
+    mark::walk_new(&repo, &mut reach, &mut walked, &mut found, &mut 0)?;
+    if !found.missing.is_empty() {
+        return Err(PruneError::Damaged(found.missing));
+    }
+    unreadable.extend(found.unreadable);
+    if !unreadable.is_empty() {
+        // What the new snapshots or index files need is not fully known: nothing is deleted
+        // now; the next prune, once they are readable or forgotten, finishes the job.
+        for e in &unreadable {
+            cx.emit(Event::from_repo_error(e));
+        }
+        stats.unreadable += unreadable.len() as u64;
+        stats.deferred.push(format!(
+            "the packs of {} condemned lists wait: {} objects written during this prune cannot be read",
+            eligible.len(),
+            unreadable.len()
+        ));
+        return Ok(());
     }
     let mut needed = mark::pending_packs(&repo, &reach.pending);
     needed.extend(needed_pending.iter().copied());

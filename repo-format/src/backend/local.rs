@@ -12,7 +12,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -188,10 +188,23 @@ impl Backend for LocalBackend {
     }
 
     fn get(&self, path: &str, range: Option<Range<u64>>) -> Result<Bytes, BackendError> {
-        let file = File::open(self.full(path)).map_err(|e| io_error(path, e))?;
+        // Opened without blocking, and refused unless it is a regular file: a FIFO or device
+        // planted under an object's name must not hang a reader or feed it endless bytes.
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.full(path))
+            .map_err(|e| io_error(path, e))?;
+        let meta = file.metadata().map_err(|e| io_error(path, e))?;
+        if !meta.is_file() {
+            return Err(BackendError::Other {
+                path: path.into(),
+                message: "not a regular file; refusing to read it (replace or remove it)".into(),
+            });
+        }
         let range = match range {
             Some(r) => r,
-            None => 0..file.metadata().map_err(|e| io_error(path, e))?.len(),
+            None => 0..meta.len(),
         };
         let len = (range.end.saturating_sub(range.start)) as usize;
         let mut buf = if len >= POOLED_FROM {
