@@ -102,11 +102,14 @@ pub fn latest_matching<S>(
     Ok(list(repo, filter)?.pop())
 }
 
-/// Resolves `latest` (within `filter`) or a unique id prefix.
+/// Resolves `latest` (within `filter`) or a unique id prefix. For `latest`, snapshots that
+/// cannot be read are handed to `damaged` (a host names them: the newest snapshot may be
+/// among them) and the latest readable one is the answer.
 pub fn resolve<S>(
     repo: &Repository<S>,
     spec: &str,
     filter: &SnapshotFilter,
+    damaged: &mut dyn FnMut(Id, RepoError),
 ) -> Result<(Id, Snapshot), SelectError> {
     if spec == "latest" {
         let hint = if filter.hosts.is_empty()
@@ -119,14 +122,20 @@ pub fn resolve<S>(
             format!(" with filters {filter:?}")
         };
         // The latest readable snapshot; when none is readable, the damage is the answer.
-        let mut damaged = None;
-        let found = list_with(repo, filter, &mut |_, e| {
-            damaged.get_or_insert(e);
-        })?
-        .pop();
-        return match (found, damaged) {
+        let mut bad = Vec::new();
+        let found = list_with(repo, filter, &mut |id, e| bad.push((id, e)))?.pop();
+        let mut bad = bad.into_iter();
+        // When nothing is readable, the first damaged snapshot is the error itself.
+        let first = match found {
+            Some(_) => None,
+            None => bad.next(),
+        };
+        for (id, e) in bad {
+            damaged(id, e);
+        }
+        return match (found, first) {
             (Some(f), _) => Ok(f),
-            (None, Some(e)) => Err(e.into()),
+            (None, Some((_, e))) => Err(e.into()),
             (None, None) => Err(SelectError::NoMatch {
                 spec: spec.into(),
                 hint,
@@ -158,9 +167,13 @@ pub fn pick<S>(
     repo: &Repository<S>,
     specs: &[String],
     filter: &SnapshotFilter,
+    damaged: &mut dyn FnMut(Id, RepoError),
 ) -> Result<Vec<(Id, Snapshot)>, SelectError> {
     if specs.is_empty() {
-        return Ok(list(repo, filter)?);
+        return Ok(list_with(repo, filter, damaged)?);
     }
-    specs.iter().map(|s| resolve(repo, s, filter)).collect()
+    specs
+        .iter()
+        .map(|s| resolve(repo, s, filter, &mut *damaged))
+        .collect()
 }

@@ -191,18 +191,18 @@ pub struct Marker {
     pub time: DateTime<Utc>,
 }
 
-/// Finds the snapshot to restore: `None` when the identity has none.
+/// Finds the snapshot to restore: `None` when the identity has none. A snapshot object that
+/// cannot be read goes to `damaged` and is passed over, as `latest` passes it over.
 pub fn find<S>(
     repo: &Repository<S>,
     spec: &VolumeSpec,
+    damaged: &mut dyn FnMut(Id, RepoError),
 ) -> Result<Option<(Id, Snapshot)>, VolumeError> {
-    let mut found = Vec::new();
-    for id in repo.snapshot_ids()? {
-        let s = repo.load_snapshot(&id)?;
-        if spec.matches(&s) {
-            found.push((id, s));
-        }
-    }
+    let mut found: Vec<(Id, Snapshot)> =
+        crate::select::list_with(repo, &Default::default(), damaged)?
+            .into_iter()
+            .filter(|(_, s)| spec.matches(s))
+            .collect();
     if spec.cluster.is_none() {
         let mut clusters: Vec<String> = found.iter().map(|(_, s)| s.hostname.clone()).collect();
         clusters.sort();
@@ -336,7 +336,13 @@ pub fn run(
             snapshot: m.snapshot,
         });
     }
-    let Some((id, snap)) = find(repo, &opts.spec)? else {
+    let damaged = &mut |id: Id, e: RepoError| {
+        cx.emit(crate::Event::ObjectDamaged {
+            object: cairn_repo_format::FileKind::Snapshot.path(&id),
+            problem: format!("{e}; passed over"),
+        })
+    };
+    let Some((id, snap)) = find(repo, &opts.spec, damaged)? else {
         if opts.fail_if_no_snapshot {
             return Err(VolumeError::NoSnapshot {
                 namespace: opts.spec.namespace.clone(),

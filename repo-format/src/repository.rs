@@ -437,16 +437,27 @@ impl<S> Repository<S> {
         Ok(ids)
     }
 
-    /// Every key file; one that cannot be parsed is returned as an error naming it.
+    /// Every key file; one that cannot be read, is not named by its hash, does not parse or
+    /// has key-derivation parameters out of bounds is returned as an error naming it (the
+    /// same files [`Repository::open`] skips).
     pub fn keys(&self) -> Result<Vec<(Id, Result<KeyFile>)>> {
         let mut out = Vec::new();
         for id in self.ids(FileKind::Key)? {
             let path = FileKind::Key.path(&id);
-            let bytes = self.backend().get(&path, None)?;
-            out.push((
-                id,
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e)),
-            ));
+            let key = match self.backend().get(&path, None) {
+                Err(BackendError::NotFound { .. }) => continue,
+                Err(e) => Err(e.into()),
+                Ok(bytes) if Id::of_stored(&bytes) != id => {
+                    Err(corrupt(&path, "its name is not the hash of its content"))
+                }
+                Ok(bytes) => serde_json::from_slice::<KeyFile>(&bytes)
+                    .map_err(|e| corrupt(&path, e))
+                    .and_then(|k| match k.params.check() {
+                        Ok(()) => Ok(k),
+                        Err(why) => Err(corrupt(&path, why)),
+                    }),
+            };
+            out.push((id, key));
         }
         Ok(out)
     }

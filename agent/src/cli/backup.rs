@@ -26,9 +26,15 @@ fn options(
     }
     let parent = match (&a.parent, a.force) {
         (_, true) => ParentChoice::None,
-        (Some(spec), false) => {
-            ParentChoice::Snapshot(select::resolve(repo, spec, &Default::default())?.0)
-        }
+        (Some(spec), false) => ParentChoice::Snapshot(
+            select::resolve(
+                repo,
+                spec,
+                &Default::default(),
+                &mut super::report_damaged(ctx),
+            )?
+            .0,
+        ),
         (None, false) => ParentChoice::Latest,
     };
     let time = a

@@ -54,7 +54,12 @@ pub fn run(ctx: &Ctx, _out: &Out, a: CatArgs) -> Result<Outcome> {
     let value = match a.kind.as_str() {
         "config" => serde_json::to_value(repo.config())?,
         "snapshot" => {
-            let (id, snap) = select::resolve(&repo, &need_id()?, &Default::default())?;
+            let (id, snap) = select::resolve(
+                &repo,
+                &need_id()?,
+                &Default::default(),
+                &mut super::report_damaged(ctx),
+            )?;
             let mut v = serde_json::to_value(snap)?;
             v["id"] = serde_json::json!(id);
             v
@@ -81,10 +86,12 @@ pub fn run(ctx: &Ctx, _out: &Out, a: CatArgs) -> Result<Outcome> {
         }
         "tree" => {
             let repo = repo.load_index()?;
+            cairn_engine::open::report_skipped(&repo, ctx.cx());
             serde_json::to_value(repo.load_tree(&blob_id(&need_id()?)?)?)?
         }
         "blob" => {
             let repo = repo.load_index()?;
+            cairn_engine::open::report_skipped(&repo, ctx.cx());
             let data = repo.load_blob(BlobType::Data, &blob_id(&need_id()?)?)?;
             stdout.write_all(&data)?;
             return Ok(Outcome::Success);

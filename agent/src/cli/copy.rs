@@ -11,7 +11,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: CopyArgs) -> Result<Outcome> {
         .other(&a.from_repo, a.from_password_file.clone())
         .open_indexed()?;
     let filter = a.filter.to_filter()?;
-    let snaps = select::pick(&src, &a.snapshots, &filter)?;
+    let snaps = select::pick(&src, &a.snapshots, &filter, &mut super::report_damaged(ctx))?;
     let dst = ctx.open()?;
     let stats = copy::run(&src, dst, &snaps)?;
     if out.json {

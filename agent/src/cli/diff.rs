@@ -8,8 +8,18 @@ use super::{Ctx, Out, Outcome};
 
 pub fn run(ctx: &Ctx, out: &Out, a: DiffArgs) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
-    let (ia, sa) = select::resolve(&repo, &a.first, &Default::default())?;
-    let (ib, sb) = select::resolve(&repo, &a.second, &Default::default())?;
+    let (ia, sa) = select::resolve(
+        &repo,
+        &a.first,
+        &Default::default(),
+        &mut super::report_damaged(ctx),
+    )?;
+    let (ib, sb) = select::resolve(
+        &repo,
+        &a.second,
+        &Default::default(),
+        &mut super::report_damaged(ctx),
+    )?;
     out.info(format!(
         "comparing snapshot {} to {}:",
         ia.short(),

@@ -12,7 +12,12 @@ use super::{Ctx, Out, Outcome};
 
 pub fn run(ctx: &Ctx, _out: &Out, a: DumpArgs) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
-    let (_, snap) = select::resolve(&repo, &a.snapshot, &a.filter.to_filter()?)?;
+    let (_, snap) = select::resolve(
+        &repo,
+        &a.snapshot,
+        &a.filter.to_filter()?,
+        &mut super::report_damaged(ctx),
+    )?;
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let trimmed = a.path.trim_matches('/');

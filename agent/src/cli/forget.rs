@@ -99,7 +99,12 @@ pub fn run(ctx: &Ctx, out: &Out, a: ForgetArgs) -> Result<Outcome> {
         }
     } else {
         for spec in &a.snapshots {
-            let (id, _) = select::resolve(&repo, spec, &Default::default())?;
+            let (id, _) = select::resolve(
+                &repo,
+                spec,
+                &Default::default(),
+                &mut super::report_damaged(ctx),
+            )?;
             remove.push(id);
             report.push(serde_json::json!({ "id": id, "keep": false }));
         }

@@ -125,7 +125,12 @@ fn walk(
 
 pub fn run(ctx: &Ctx, out: &Out, a: LsArgs) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
-    let (_, snap) = select::resolve(&repo, &a.snapshot, &a.filter.to_filter()?)?;
+    let (_, snap) = select::resolve(
+        &repo,
+        &a.snapshot,
+        &a.filter.to_filter()?,
+        &mut super::report_damaged(ctx),
+    )?;
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
     match a

@@ -135,6 +135,12 @@ pub fn skip_damaged_snapshot(ctx: &Ctx, id: cairn_repo_format::Id, e: RepoError)
     });
 }
 
+/// A callback for the engine's selection functions that reports each snapshot left out as
+/// unreadable ([`skip_damaged_snapshot`]).
+pub fn report_damaged(ctx: &Ctx) -> impl FnMut(cairn_repo_format::Id, RepoError) + '_ {
+    move |id, e| skip_damaged_snapshot(ctx, id, e)
+}
+
 /// Where the repository and password come from, and what every operation gets: the event
 /// printer and the cancel handle that SIGINT and SIGTERM set.
 pub struct Ctx {

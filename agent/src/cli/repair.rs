@@ -27,7 +27,15 @@ pub fn run(ctx: &Ctx, out: &Out, cmd: RepairCommand) -> Result<Outcome> {
         } => {
             let ids = snapshots
                 .iter()
-                .map(|s| select::resolve(&repo, s, &Default::default()).map(|(id, _)| id))
+                .map(|s| {
+                    select::resolve(
+                        &repo,
+                        s,
+                        &Default::default(),
+                        &mut super::report_damaged(ctx),
+                    )
+                    .map(|(id, _)| id)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let r = repair::snapshots(repo, &ids, forget, dry_run)?;
             if out.json {

@@ -17,7 +17,12 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
     let include = Patterns::new(&a.includes)?;
     let exclude = Patterns::new(&a.excludes)?;
     let repo = ctx.open_indexed()?;
-    let (id, snap) = select::resolve(&repo, spec, &a.filter.to_filter()?)?;
+    let (id, snap) = select::resolve(
+        &repo,
+        spec,
+        &a.filter.to_filter()?,
+        &mut super::report_damaged(ctx),
+    )?;
     out.info(format!(
         "restoring snapshot {} of {} at {} to {}",
         id.short(),

@@ -9,7 +9,12 @@ use super::{Ctx, Out, Outcome, bytes};
 pub fn run(ctx: &Ctx, out: &Out, a: StatsArgs) -> Result<Outcome> {
     let repo = ctx.open_indexed()?;
     let filter = a.filter.to_filter()?;
-    let snaps = select::pick(&repo, &a.snapshots, &filter)?;
+    let snaps = select::pick(
+        &repo,
+        &a.snapshots,
+        &filter,
+        &mut super::report_damaged(ctx),
+    )?;
     let s = stats::run(&repo, &snaps)?;
     if out.json {
         println!("{}", serde_json::to_string(&s)?);

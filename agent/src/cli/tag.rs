@@ -26,7 +26,12 @@ pub fn run(ctx: &Ctx, out: &Out, a: TagArgs) -> Result<Outcome> {
     }
     let repo = ctx.open()?;
     let filter = a.filter.to_filter()?;
-    let targets = select::pick(&repo, &a.snapshots, &filter)?;
+    let targets = select::pick(
+        &repo,
+        &a.snapshots,
+        &filter,
+        &mut super::report_damaged(ctx),
+    )?;
     let mut changed = 0;
     for (id, snap) in targets {
         let mut tags = if a.set.is_empty() {

@@ -1,6 +1,7 @@
 //! `cairn unlock`: removes locks whose holders stopped refreshing them (or all of them).
 
 use anyhow::Result;
+use cairn_repo_format::{FileKind, RepoError};
 use chrono::Utc;
 
 use super::args::UnlockArgs;
@@ -11,7 +12,11 @@ pub fn run(ctx: &Ctx, out: &Out, a: UnlockArgs) -> Result<Outcome> {
     let now = Utc::now();
     let (mut removed, mut kept) = (0, 0);
     for (id, lock) in repo.locks()? {
-        // A lock that cannot be read protects nothing.
+        // A lock that storage failed to deliver may be live: stop rather than guess.
+        if let Err(e @ RepoError::Backend(_)) = &lock {
+            anyhow::bail!("cannot read {}: {e}", FileKind::Lock.path(&id));
+        }
+        // A lock that cannot be opened or decoded protects nothing.
         let stale = lock.as_ref().map_or(true, |l| l.is_stale(now));
         if stale || a.remove_all {
             repo.remove_lock(&id)?;
