@@ -19,7 +19,7 @@ use cairn_repo_format::blob::open_blob;
 use cairn_repo_format::id::StoredHasher;
 use cairn_repo_format::pack::PackEntry;
 use cairn_repo_format::{Backend, BackendError};
-use cairn_repo_format::{FileKind, Id, Indexed, Opened, RepoError, Repository};
+use cairn_repo_format::{BlobType, FileKind, Id, Indexed, Opened, RepoError, Repository};
 use crossbeam_channel::bounded;
 
 use crate::Context;
@@ -168,7 +168,11 @@ pub fn run(
             r.add(Event::from_repo_error(&e));
         }
     }
-    let (repo, _inventory) = inventory::load(repo, &mut |e| r.add(Event::from_repo_error(&e)))?;
+    let (repo, inventory) = inventory::load(repo, &mut |e| r.add(Event::from_repo_error(&e)))?;
+    let mut seconds: HashMap<Id, Vec<PackEntry>> = HashMap::new();
+    for (pack, e) in inventory.duplicates {
+        seconds.entry(pack).or_default().push(e);
+    }
     let listed = inventory::list_packs(&repo)?;
     r.summary.packs = listed.len() as u64;
 
@@ -179,6 +183,25 @@ pub fn run(
         for (n, (count, _)) in inventory::pack_usage(index).into_iter().enumerate() {
             let e = expected.entry(index.packs()[n]).or_default();
             *e = (*e).max(count);
+        }
+    }
+    // Packs that only second locations name are checked too (a missing one is reported).
+    let mut only_seconds: Vec<&Id> = seconds
+        .keys()
+        .filter(|p| !expected.contains_key(*p))
+        .collect();
+    only_seconds.sort();
+    for pack in only_seconds {
+        if listed.contains_key(pack) {
+            expected.insert(*pack, 0);
+        } else {
+            r.add(Event::ObjectDamaged {
+                object: FileKind::Pack.path(pack),
+                problem: format!(
+                    "index files locate {} blob copies here, but the pack does not exist",
+                    seconds[pack].len()
+                ),
+            });
         }
     }
     // A pack missing from `data/` is lost data when an index file names it. A pack that only
@@ -211,7 +234,8 @@ pub fn run(
         r.add(Event::PackUnindexed { pack: *pack });
     }
 
-    check_packs(&repo, opts, &expected, &listed, &mut r);
+    let short = check_packs(&repo, opts, &expected, &seconds, &listed, &mut r);
+    name_entries_not_in_headers(&repo, short, &mut r);
     cx.cancel.check().map_err(|_| CheckError::Cancelled)?;
     check_snapshots(&repo, &swept, &mut r)?;
     cx.cancel.check().map_err(|_| CheckError::Cancelled)?;
@@ -222,15 +246,20 @@ pub fn run(
 struct PackResult {
     findings: Vec<Event>,
     read: Option<(u64, u64)>,
+    /// When the index locates more blobs in this pack than its header holds: what the header
+    /// holds, so that a pass over the index can name the others.
+    short: Option<(Id, HashSet<(BlobType, Id)>)>,
 }
 
 fn check_packs(
     repo: &Repository<Indexed>,
     opts: &CheckOptions,
     expected: &HashMap<Id, u32>,
+    seconds: &HashMap<Id, Vec<PackEntry>>,
     listed: &HashMap<Id, u64>,
     r: &mut Reporter<'_>,
-) {
+) -> HashMap<Id, HashSet<(BlobType, Id)>> {
+    let mut short = HashMap::new();
     let mut packs: Vec<Id> = expected
         .keys()
         .filter(|p| listed.contains_key(*p))
@@ -254,8 +283,9 @@ fn check_packs(
                     }
                     let n = expected.get(&pack).copied().unwrap_or(0);
                     let size = listed.get(&pack).copied().unwrap_or(0);
+                    let second = seconds.get(&pack).map_or(&[][..], Vec::as_slice);
                     if results
-                        .send(check_pack(repo, &pack, size, n, whole))
+                        .send(check_pack(repo, &pack, size, n, second, whole))
                         .is_err()
                     {
                         return;
@@ -284,9 +314,43 @@ fn check_packs(
                 r.summary.bytes_read += bytes;
                 r.summary.blobs_read += blobs;
             }
+            if let Some((pack, held)) = res.short {
+                short.insert(pack, held);
+            }
         }
         let _ = feeder.join();
     });
+    short
+}
+
+/// Names each index entry that locates a blob in a pack whose header does not hold it (one
+/// pass over the index, only when some pack came up short).
+fn name_entries_not_in_headers(
+    repo: &Repository<Indexed>,
+    short: HashMap<Id, HashSet<(BlobType, Id)>>,
+    r: &mut Reporter<'_>,
+) {
+    if short.is_empty() {
+        return;
+    }
+    for index in [repo.index(), repo.pending()] {
+        for pos in 0..index.len() {
+            let (n, e) = index.entry_at(pos);
+            let pack = index.packs()[n as usize];
+            if let Some(held) = short.get(&pack)
+                && !held.contains(&(e.ty, e.id))
+            {
+                r.add(Event::ObjectDamaged {
+                    object: FileKind::Pack.path(&pack),
+                    problem: format!(
+                        "{} blob {}: the index locates it in this pack, whose header does not hold it",
+                        e.ty.name(),
+                        e.id
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// Checks one pack of `size` bytes: its header against the index, and with `whole` every
@@ -296,12 +360,14 @@ fn check_pack(
     pack: &Id,
     size: u64,
     expected: u32,
+    second: &[PackEntry],
     whole: bool,
 ) -> PackResult {
     let path = FileKind::Pack.path(pack);
     let mut out = PackResult {
         findings: Vec::new(),
         read: None,
+        short: None,
     };
     let mut error = |m: String| {
         out.findings.push(Event::ObjectDamaged {
@@ -343,11 +409,20 @@ fn check_pack(
             matched += 1;
         }
     }
+    // Second locations that index files give for blobs located elsewhere must be real too: a
+    // forged one would send a reader to the wrong bytes once the first is gone.
+    for d in second {
+        if !header.is_empty() && !header.contains(d) {
+            error(format!(
+                "{} blob {}: an index file locates a copy here ({:?}) that the pack header does not hold",
+                d.ty.name(),
+                d.id,
+                d
+            ));
+        }
+    }
     if !header.is_empty() && matched < expected {
-        error(format!(
-            "the index lists {} blobs in this pack that its header does not contain",
-            expected - matched
-        ));
+        out.short = Some((*pack, header.iter().map(|e| (e.ty, e.id)).collect()));
     }
     if whole {
         let mut blobs = 0;

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use cairn_repo_format::condemned::Stamp;
 use cairn_repo_format::index::{Index, IndexBuilder};
+use cairn_repo_format::pack::PackEntry;
 use cairn_repo_format::{FileKind, Id, Indexed, Opened, RepoError, Repository};
 
 /// A condemned list as read.
@@ -25,6 +26,9 @@ pub struct Inventory {
     pub index_files: Vec<Id>,
     /// Condemned lists read into the pending index.
     pub condemned: Vec<CondemnedList>,
+    /// Second locations of blobs that index files name more than once (readers use the
+    /// first; `check` verifies these against their packs).
+    pub duplicates: Vec<(Id, PackEntry)>,
 }
 
 /// Reads every index file and condemned list; a file that cannot be read goes to `bad` (and is
@@ -33,8 +37,10 @@ pub fn load(
     repo: Repository<Opened>,
     bad: &mut dyn FnMut(RepoError),
 ) -> Result<(Repository<Indexed>, Inventory), RepoError> {
-    let read = read_all(&repo, false, bad)?;
-    let repo = repo.with_index(read.main.finish(), read.pending.finish());
+    let mut read = read_all(&repo, false, bad)?;
+    let duplicates = &mut read.inventory.duplicates;
+    let main = read.main.finish_with(|pack, e| duplicates.push((pack, e)));
+    let repo = repo.with_index(main, read.pending.finish());
     Ok((repo, read.inventory))
 }
 
@@ -95,6 +101,7 @@ fn read_all(
         inventory: Inventory {
             index_files: Vec::new(),
             condemned: Vec::new(),
+            duplicates: Vec::new(),
         },
         packs: HashSet::new(),
         any_bad: false,

@@ -88,6 +88,19 @@ struct Slot {
     compression: Compression,
 }
 
+impl Slot {
+    fn entry(&self) -> PackEntry {
+        PackEntry {
+            ty: self.ty,
+            compression: self.compression,
+            id: self.id,
+            offset: self.offset,
+            length: self.length,
+            raw_length: self.raw_length,
+        }
+    }
+}
+
 /// A blob's location, as returned by lookups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
@@ -136,11 +149,26 @@ impl IndexBuilder {
     }
 
     /// Sorts and removes duplicate entries (the same blob in several packs keeps the first).
-    pub fn finish(mut self) -> Index {
+    pub fn finish(self) -> Index {
+        self.finish_with(|_, _| {})
+    }
+
+    /// [`IndexBuilder::finish`], handing each entry it drops (a second location of a blob
+    /// already located, with its pack) to `dropped`: `check` verifies those too, so that a
+    /// forged or stale second location cannot hide.
+    pub fn finish_with(mut self, mut dropped: impl FnMut(Id, PackEntry)) -> Index {
         let slots = &mut self.index.slots;
         // Unstable is enough: entries with equal keys are the same blob in the same pack.
         slots.sort_unstable_by_key(|s| (s.id, s.ty, s.pack));
-        slots.dedup_by(|a, b| a.id == b.id && a.ty == b.ty);
+        let packs = &self.index.packs;
+        slots.dedup_by(|a, b| {
+            let same = a.id == b.id && a.ty == b.ty;
+            // `a` is dropped; an exact repeat of the kept entry is no second location.
+            if same && (a.pack, a.offset, a.length) != (b.pack, b.offset, b.length) {
+                dropped(packs[a.pack as usize], a.entry());
+            }
+            same
+        });
         slots.shrink_to_fit();
         self.index.fill_buckets();
         self.index
@@ -196,17 +224,7 @@ impl Index {
     /// The entry at `position`: its pack's number (an index into [`Index::packs`]) and entry.
     pub fn entry_at(&self, position: usize) -> (u32, PackEntry) {
         let s = &self.slots[position];
-        (
-            s.pack,
-            PackEntry {
-                ty: s.ty,
-                compression: s.compression,
-                id: s.id,
-                offset: s.offset,
-                length: s.length,
-                raw_length: s.raw_length,
-            },
-        )
+        (s.pack, s.entry())
     }
 
     /// The packs entries refer to, by number.

@@ -274,3 +274,32 @@ fn a_fifo_in_place_of_a_pack_fails_only_its_files_without_hanging() {
     // Listings show regular files only, so to `check` the pack is missing, by name.
     f.repo.run(&["check"]).expect_code(1).stdout_has(&pack);
 }
+
+#[test]
+fn a_forged_second_location_of_a_real_blob_is_reported_by_check() {
+    let f = Fixture::new();
+    let p = Planter::open(&f.repo);
+    let index = p.repo.index();
+    // A real data blob, and a real pack that does not hold it.
+    let (n, real) = (0..index.len())
+        .map(|pos| index.entry_at(pos))
+        .find(|(_, e)| e.ty == BlobType::Data)
+        .expect("a data blob");
+    let home = index.packs()[n as usize];
+    let other = *index
+        .packs()
+        .iter()
+        .find(|pk| **pk != home)
+        .expect("a second pack");
+    let forged = p.index_file(other, &[real]);
+    let out = f.repo.run(&["check", "--read-data"]);
+    out.expect_code(1).stdout_has(&other.to_string());
+    assert!(
+        out.stdout.contains(&real.id.to_string()),
+        "check does not name the blob:\n{}",
+        out.stdout
+    );
+    // Removing the forged file makes the repository whole again.
+    std::fs::remove_file(f.file(&forged)).unwrap();
+    f.repo.run(&["check", "--read-data"]).success();
+}
