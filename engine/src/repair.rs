@@ -97,11 +97,18 @@ pub fn index(repo: Repository<Opened>, cx: &crate::Context) -> Result<IndexRepai
     }
     let mut ids: Vec<&Id> = packs.keys().collect();
     ids.sort();
-    for chunk in ids.chunks(64) {
-        let group: Vec<(&Id, &[PackEntry])> =
-            chunk.iter().map(|p| (*p, packs[*p].as_slice())).collect();
-        out.blobs += group.iter().map(|(_, e)| e.len() as u64).sum::<u64>();
-        repo.save_index(group)?;
+    // Files of about 50,000 entries, as backups and prune write them (far below the cap on an
+    // index file's size, whatever the packs hold).
+    let mut group: Vec<(&Id, &[PackEntry])> = Vec::new();
+    let mut entries = 0;
+    for (i, p) in ids.iter().enumerate() {
+        group.push((*p, packs[*p].as_slice()));
+        entries += packs[*p].len();
+        if entries >= 50_000 || i + 1 == ids.len() {
+            out.blobs += entries as u64;
+            repo.save_index(std::mem::take(&mut group))?;
+            entries = 0;
+        }
     }
     // Every old file goes, readable or not: the new files cover what they said.
     drop(inv);

@@ -69,10 +69,13 @@ impl FileKind {
         }
     }
 
-    /// Parses the id out of an object name of this kind.
+    /// Parses the id out of an object name of this kind. Only the exact name a writer gives
+    /// that id counts (lowercase hex; a pack under `data/` and its id's first two digits):
+    /// anything else is not an object of this kind, and readers pass it by.
     pub fn id_of(self, path: &str) -> Option<Id> {
         let name = path.rsplit('/').next()?;
-        Id::from_hex(name).ok()
+        let id = Id::from_hex(name).ok()?;
+        (self.path(&id) == path).then_some(id)
     }
 }
 
