@@ -73,7 +73,9 @@ pub fn load_rescuing(
             }
         }
     }
-    let repo = repo.with_index(read.main.finish(), read.pending.finish());
+    let duplicates = &mut read.inventory.duplicates;
+    let main = read.main.finish_with(|pack, e| duplicates.push((pack, e)));
+    let repo = repo.with_index(main, read.pending.finish());
     Ok((repo, read.inventory, untouchable))
 }
 

@@ -120,6 +120,9 @@ pub struct Index {
     /// are even and a lookup searches two to four entries instead of the whole array.
     starts: Vec<u32>,
     bucket_bits: u32,
+    /// Second (and further) locations of blobs that index files name more than once: tried
+    /// when the first cannot be read (it may be damaged, or forged by an append-only client).
+    seconds: HashMap<(BlobType, Id), Vec<BlobLocation>>,
 }
 
 /// Collects entries, then sorts them once into an [`Index`].
@@ -161,11 +164,17 @@ impl IndexBuilder {
         // Unstable is enough: entries with equal keys are the same blob in the same pack.
         slots.sort_unstable_by_key(|s| (s.id, s.ty, s.pack));
         let packs = &self.index.packs;
+        let seconds = &mut self.index.seconds;
         slots.dedup_by(|a, b| {
             let same = a.id == b.id && a.ty == b.ty;
             // `a` is dropped; an exact repeat of the kept entry is no second location.
             if same && (a.pack, a.offset, a.length) != (b.pack, b.offset, b.length) {
-                dropped(packs[a.pack as usize], a.entry());
+                let (pack, entry) = (packs[a.pack as usize], a.entry());
+                seconds
+                    .entry((a.ty, a.id))
+                    .or_default()
+                    .push(BlobLocation { pack, entry });
+                dropped(pack, entry);
             }
             same
         });
@@ -225,6 +234,12 @@ impl Index {
     pub fn entry_at(&self, position: usize) -> (u32, PackEntry) {
         let s = &self.slots[position];
         (s.pack, s.entry())
+    }
+
+    /// Further locations of blob (`ty`, `id`) that index files give besides the one
+    /// [`Index::lookup`] returns (usually none).
+    pub fn second_locations(&self, ty: BlobType, id: &Id) -> &[BlobLocation] {
+        self.seconds.get(&(ty, *id)).map_or(&[], Vec::as_slice)
     }
 
     /// The packs entries refer to, by number.

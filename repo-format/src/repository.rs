@@ -728,16 +728,44 @@ impl Repository<Indexed> {
             })
     }
 
-    /// Fetches, opens and verifies one blob.
+    /// Fetches, opens and verifies one blob. When its first location fails, the others that
+    /// index files give are tried in turn; the first location's error is returned if none
+    /// works.
     pub fn load_blob(&self, ty: BlobType, id: &Id) -> Result<Vec<u8>> {
         let loc = self.locate(ty, id)?;
+        let first = self.load_located_blob(&loc);
+        if first.is_ok() {
+            return first;
+        }
+        self.load_from_second_locations(&loc).unwrap_or(first)
+    }
+
+    /// Tries the locations besides `loc` that index files give for its blob; `None` when there
+    /// are none or none works.
+    pub fn load_from_second_locations(&self, loc: &BlobLocation) -> Option<Result<Vec<u8>>> {
+        let e = &loc.entry;
+        let index = if self.index().lookup(e.ty, &e.id).is_some() {
+            self.index()
+        } else {
+            self.pending()
+        };
+        index
+            .second_locations(e.ty, &e.id)
+            .iter()
+            .filter(|alt| *alt != loc)
+            .map(|alt| self.load_located_blob(alt))
+            .find(|r| r.is_ok())
+    }
+
+    /// Fetches, opens and verifies the blob at `loc`.
+    pub fn load_located_blob(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         let e = loc.entry;
         let path = FileKind::Pack.path(&loc.pack);
         let sealed = self.backend().get(
             &path,
             Some(e.offset as u64..e.offset as u64 + e.length as u64),
         )?;
-        self.open_located_blob(&loc, &sealed)
+        self.open_located_blob(loc, &sealed)
     }
 
     /// Opens a blob whose sealed bytes were already fetched from `loc`.

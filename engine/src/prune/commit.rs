@@ -12,6 +12,8 @@
 //! A prune killed between two of these leaves each leaving pack named by an index file, a
 //! condemned list, or both; readers take the union.
 
+use std::collections::{BTreeMap, HashMap};
+
 use cairn_repo_format::condemned::Stamp;
 use cairn_repo_format::index::Index;
 use cairn_repo_format::pack::PackEntry;
@@ -53,6 +55,23 @@ pub fn run(
         repo.save_index(file.iter().map(|(p, e)| (p, e.as_slice())))
     })?;
     drop(keep_positions);
+    // Second locations in packs that stay are written again too: dropping them would leave
+    // a blob findable only where the index's first location says, which may be forged.
+    let number: HashMap<&Id, u32> = index
+        .packs()
+        .iter()
+        .enumerate()
+        .map(|(n, p)| (p, n as u32))
+        .collect();
+    let mut seconds: BTreeMap<Id, Vec<PackEntry>> = BTreeMap::new();
+    for (pack, e) in &inv.duplicates {
+        if number.get(pack).is_some_and(|n| !plan.leaving.contains(n)) {
+            seconds.entry(*pack).or_default().push(*e);
+        }
+    }
+    write_chunked(seconds.into_iter(), |file| {
+        repo.save_index(file.iter().map(|(p, e)| (p, e.as_slice())))
+    })?;
     stops.reached(Checkpoint::IndexWritten)?;
     for id in &inv.index_files {
         delete(repo, &FileKind::Index.path(id))?;

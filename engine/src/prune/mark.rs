@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use cairn_repo_format::pack::PackEntry;
 use cairn_repo_format::{BackendError, BlobType, Id, Indexed, RepoError, Repository};
 
 use super::PruneStats;
@@ -16,6 +17,10 @@ pub struct PackUse {
     pub used_blobs: u32,
     /// Their sealed bytes.
     pub used_bytes: u64,
+    /// Holds a second location of a used blob (one the index dropped for a first location
+    /// elsewhere): kept exactly as it is, neither condemned nor repacked, since the first
+    /// location may be forged or damaged and a repack copies only what the index locates.
+    pub pinned: bool,
 }
 
 /// What the mark step found.
@@ -45,6 +50,7 @@ pub struct Findings {
 /// nothing a damaged snapshot may refer to is deleted.
 pub fn run(
     repo: &Repository<Indexed>,
+    duplicates: &[(Id, PackEntry)],
     found: &mut Findings,
     stats: &mut PruneStats,
 ) -> Result<Marked, RepoError> {
@@ -69,6 +75,7 @@ pub fn run(
             u.used_bytes += e.length as u64;
         }
     }
+    pin_second_locations(repo, duplicates, &used, &mut usage);
     let needed_pending = pending_packs(repo, &used_pending);
     Ok(Marked {
         used,
@@ -76,6 +83,46 @@ pub fn run(
         walked,
         needed_pending,
     })
+}
+
+/// Pins every pack holding a second location of a used blob (see [`PackUse::pinned`]) unless
+/// the first location is confirmed by its own pack's header: a second copy of a blob whose
+/// first location is real is redundant (concurrent backups make them), but one whose first
+/// location is forged or damaged is the copy readers need.
+fn pin_second_locations(
+    repo: &Repository<Indexed>,
+    duplicates: &[(Id, PackEntry)],
+    used: &BitSet,
+    usage: &mut [PackUse],
+) {
+    if duplicates.is_empty() {
+        return;
+    }
+    let index = repo.index();
+    let number: std::collections::HashMap<&Id, usize> = index
+        .packs()
+        .iter()
+        .enumerate()
+        .map(|(n, p)| (p, n))
+        .collect();
+    let mut headers: std::collections::HashMap<Id, Option<Vec<PackEntry>>> = Default::default();
+    for (pack, e) in duplicates {
+        let Some(pos) = index
+            .position(e.ty, &e.id)
+            .filter(|&pos| used.contains(pos))
+        else {
+            continue;
+        };
+        let (first_n, first) = index.entry_at(pos);
+        let first_pack = index.packs()[first_n as usize];
+        let header = headers
+            .entry(first_pack)
+            .or_insert_with(|| repo.read_pack_header(&first_pack).ok());
+        let confirmed = header.as_ref().is_some_and(|h| h.contains(&first));
+        if let (false, Some(&n)) = (confirmed, number.get(pack)) {
+            usage[n].pinned = true;
+        }
+    }
 }
 
 /// Walks the snapshots not in `walked` yet, adding them to it. A snapshot removed meanwhile

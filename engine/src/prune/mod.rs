@@ -262,10 +262,17 @@ fn steps(
 
     step_check(cx)?;
     let mut found = mark::Findings::default();
-    let marked = mark::run(&repo, &mut found, &mut stats)?;
-    if !found.missing.is_empty() {
-        return Err(PruneError::Damaged(found.missing));
+    let marked = mark::run(&repo, &inv.duplicates, &mut found, &mut stats)?;
+    // A snapshot that refers to data no index has (lost, or a forged snapshot an append-only
+    // client wrote) is set aside: named, and prune goes on; what it refers to that exists
+    // was marked and stays.
+    for m in &found.missing {
+        cx.emit(Event::ObjectDamaged {
+            object: String::new(),
+            problem: format!("{m}; set aside"),
+        });
     }
+    stats.unreadable += found.missing.len() as u64;
     if !found.unreadable.is_empty() {
         stats.unreadable += found.unreadable.len() as u64;
         for e in found.unreadable {
@@ -278,7 +285,7 @@ fn steps(
     }
     stops.reached(Checkpoint::Marked)?;
 
-    let plan = plan::run(&repo, &listed, &marked, opts, &mut stats)?;
+    let plan = plan::run(&repo, &listed, &marked, opts, &mut stats, cx)?;
     step(
         cx,
         format!(

@@ -28,13 +28,14 @@ pub struct Plan {
 }
 
 /// Plans the prune of `repo` from what the mark step found. `listed` is every pack in
-/// `data/` with its size. An indexed pack missing from `data/` is damage: nothing is planned.
+/// `data/` with its size. An indexed pack missing from `data/` is reported and passed over.
 pub fn run(
     repo: &Repository<Indexed>,
     listed: &HashMap<Id, u64>,
     marked: &Marked,
     opts: &PruneOptions,
     stats: &mut PruneStats,
+    cx: &crate::Context,
 ) -> Result<Plan, PruneError> {
     let index = repo.index();
     let mut condemn: Vec<u32> = Vec::new();
@@ -50,6 +51,9 @@ pub fn run(
         };
         let u = marked.usage[n];
         stats.used_bytes += u.used_bytes;
+        if u.pinned {
+            continue;
+        }
         let unused = size.saturating_sub(u.used_bytes);
         if u.used_blobs == 0 {
             condemn.push(n as u32);
@@ -59,8 +63,13 @@ pub fn run(
             partial.push((n as u32, size, unused - header_size(u.used_blobs)));
         }
     }
-    if !missing.is_empty() {
-        return Err(PruneError::Damaged(missing));
+    // An index entry whose pack does not exist is lost data or a forgery: nothing to delete
+    // there, and its entries stay in the index for `check` to name.
+    for m in missing {
+        cx.emit(crate::Event::ObjectDamaged {
+            object: String::new(),
+            problem: m,
+        });
     }
     let indexed: HashSet<&Id> = index.packs().iter().chain(repo.pending().packs()).collect();
     let mut unindexed: Vec<Id> = listed

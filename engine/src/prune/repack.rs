@@ -69,16 +69,22 @@ fn copy(
             let sealed = bytes.get(range).filter(|sealed| {
                 open_blob(repo.key(), e.ty, &e.id, e.compression, e.raw_length, sealed).is_ok()
             });
-            let Some(sealed) = sealed else {
-                bad.push(format!(
-                    "{path}: {} blob {} is damaged; a snapshot needs it",
-                    e.ty.name(),
-                    e.id
-                ));
+            if let Some(sealed) = sealed {
+                packer.add_stored(e.ty, e.id, e.compression, e.raw_length, sealed)?;
+                stats.bytes_repacked += e.length as u64;
                 continue;
-            };
-            packer.add_stored(e.ty, e.id, e.compression, e.raw_length, sealed)?;
-            stats.bytes_repacked += e.length as u64;
+            }
+            // Damaged or forged here: another location that index files give may hold it.
+            if let Some((alt, sealed)) = second_location(repo, &e) {
+                packer.add_stored(alt.ty, alt.id, alt.compression, alt.raw_length, &sealed)?;
+                stats.bytes_repacked += alt.length as u64;
+                continue;
+            }
+            bad.push(format!(
+                "{path}: {} blob {} is damaged; a snapshot needs it",
+                e.ty.name(),
+                e.id
+            ));
         }
         if !bad.is_empty() {
             return Err(PruneError::Damaged(bad));
@@ -87,4 +93,35 @@ fn copy(
     }
     packer.finish()?;
     Ok(())
+}
+
+/// The first other location of `e`'s blob that index files give and that opens: its entry and
+/// sealed bytes.
+fn second_location(
+    repo: &Repository<Indexed>,
+    e: &cairn_repo_format::pack::PackEntry,
+) -> Option<(cairn_repo_format::pack::PackEntry, bytes::Bytes)> {
+    repo.index()
+        .second_locations(e.ty, &e.id)
+        .iter()
+        .find_map(|alt| {
+            let a = alt.entry;
+            let sealed = repo
+                .backend()
+                .get(
+                    &FileKind::Pack.path(&alt.pack),
+                    Some(a.offset as u64..a.offset as u64 + a.length as u64),
+                )
+                .ok()?;
+            open_blob(
+                repo.key(),
+                a.ty,
+                &a.id,
+                a.compression,
+                a.raw_length,
+                &sealed,
+            )
+            .is_ok()
+            .then_some((a, sealed))
+        })
 }

@@ -130,8 +130,11 @@ pub fn run(
     let mut walked = walked.clone();
     let mut found = mark::Findings::default();
     mark::walk_new(&repo, &mut reach, &mut walked, &mut found, &mut 0)?;
-    if !found.missing.is_empty() {
-        return Err(PruneError::Damaged(found.missing));
+    for m in &found.missing {
+        cx.emit(Event::ObjectDamaged {
+            object: String::new(),
+            problem: format!("{m}; set aside"),
+        });
     }
     unreadable.extend(found.unreadable);
     if !unreadable.is_empty() {

@@ -138,7 +138,7 @@ pub fn worker<'b>(
                         permit: permit.clone(),
                     });
                 }
-                Err(e) => lose(shared, blob.dests, &e),
+                Err(e) => lose_or_retry(shared, &blob.loc, blob.dests, &e),
             }
             let last = i + 1 == count;
             if !group.is_empty()
@@ -160,6 +160,18 @@ pub fn abandon(shared: &Shared<'_>, dests: Vec<Dest>) {
         d.file.abandon();
         d.finish(shared);
     }
+}
+
+/// Fails every destination of a blob that cannot be had at `loc`, unless another location
+/// that index files give for it works (the first may be damaged or forged): then its
+/// plaintext is written as usual.
+pub fn lose_or_retry(shared: &Shared<'_>, loc: &BlobLocation, dests: Vec<Dest>, err: &RepoError) {
+    if let Some(Ok(data)) = shared.repo.load_from_second_locations(loc) {
+        let zero = data.iter().all(|&b| b == 0);
+        super::write::write_blob(shared, &super::unseal::Plain { data, zero }, dests);
+        return;
+    }
+    lose(shared, dests, err)
 }
 
 /// Fails every destination of a blob that cannot be had.

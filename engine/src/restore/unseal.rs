@@ -17,7 +17,7 @@ use crossbeam_channel::Receiver;
 
 use super::Shared;
 use super::batch::Dest;
-use super::fetch::{Permit, lose};
+use super::fetch::{Permit, lose_or_retry};
 use super::write;
 
 /// A fetched blob and where its plaintext goes.
@@ -71,7 +71,7 @@ pub fn worker(shared: &Shared<'_>, jobs: Receiver<Vec<UnsealJob<'_>>>) {
                 drop(sealed);
                 write::write_blob(shared, &plain, dests);
             }
-            Err(e) => lose(shared, dests, &e),
+            Err(e) => lose_or_retry(shared, &loc, dests, &e),
         }
         // The range's share of the budget (its bytes and its blobs' plaintexts) goes back when
         // its last blob is written.
