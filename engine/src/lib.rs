@@ -26,6 +26,7 @@ pub mod restore;
 pub mod select;
 pub mod stats;
 pub mod store;
+pub mod treewalk;
 pub mod volume;
 
 pub use cancel::{Cancel, Cancelled};

@@ -1,9 +1,12 @@
 //! Reachability: which blobs the snapshots refer to. [`Reach`] walks snapshot trees depth-first
-//! (one tree per level in memory), visits each tree once however many snapshots share it, and
+//! (iteratively, one tree per level in memory), visits each tree once however many snapshots share it, and
 //! records used blobs as one bit per index entry, so marking ten million blobs costs 1.2 MiB.
 //! `check`, `prune`, `stats` and `copy` build on it.
 
+use cairn_repo_format::tree::Tree;
 use cairn_repo_format::{BackendError, BlobType, Id, Indexed, RepoError, Repository};
+
+use crate::treewalk::{Step, TreeWalk};
 
 /// A fixed-size set of bits.
 #[derive(Clone, Debug, Default)]
@@ -136,7 +139,7 @@ impl<'r> Reach<'r> {
 
     /// Walks the tree `root` (shown as `path`), marking everything it refers to. Trees seen
     /// before are skipped with everything below them. `data` is called once per newly marked
-    /// data blob.
+    /// data blob. The walk is iterative ([`TreeWalk`]): no depth overflows the stack.
     pub fn walk(
         &mut self,
         root: &Id,
@@ -144,42 +147,55 @@ impl<'r> Reach<'r> {
         problem: &mut dyn FnMut(Problem),
         data: &mut dyn FnMut(&Id),
     ) {
-        match self.mark(BlobType::Tree, root) {
-            None => {
-                return problem(Problem::Missing {
-                    ty: BlobType::Tree,
-                    id: *root,
-                    path: path.to_string(),
-                });
-            }
-            Some(false) => return,
-            Some(true) => {}
-        }
-        let tree = match self.repo.load_tree(root) {
-            Ok(t) => t,
-            Err(error) => {
-                return problem(Problem::BadTree {
-                    id: *root,
-                    path: path.to_string(),
-                    error,
-                });
-            }
+        let Some(tree) = self.open(root, path, problem) else {
+            return;
         };
-        for node in &tree.nodes {
-            let child = format!("{}/{}", path.trim_end_matches('/'), node.name.display());
+        let mut walk = TreeWalk::new(tree, *root, path);
+        while let Some(step) = walk.next() {
+            let Step::Node(node) = step else { continue };
             for id in node.content.iter().flatten() {
                 match self.mark(BlobType::Data, id) {
                     None => problem(Problem::Missing {
                         ty: BlobType::Data,
                         id: *id,
-                        path: child.clone(),
+                        path: walk.path().to_string(),
                     }),
                     Some(true) => data(id),
                     Some(false) => {}
                 }
             }
-            if let Some(sub) = &node.subtree {
-                self.walk(sub, &child, problem, data);
+            if let Some(sub) = node.subtree
+                && let Some(tree) = self.open(&sub, walk.path(), problem)
+            {
+                walk.enter(tree, sub, node);
+            }
+        }
+    }
+
+    /// Marks tree `id` (at `path`) and loads it, the first time it is reached; `None` when it
+    /// was reached before, or is missing or damaged (reported to `problem`).
+    fn open(&mut self, id: &Id, path: &str, problem: &mut dyn FnMut(Problem)) -> Option<Tree> {
+        match self.mark(BlobType::Tree, id) {
+            None => {
+                problem(Problem::Missing {
+                    ty: BlobType::Tree,
+                    id: *id,
+                    path: path.to_string(),
+                });
+                return None;
+            }
+            Some(false) => return None,
+            Some(true) => {}
+        }
+        match self.repo.load_tree(id) {
+            Ok(t) => Some(t),
+            Err(error) => {
+                problem(Problem::BadTree {
+                    id: *id,
+                    path: path.to_string(),
+                    error,
+                });
+                None
             }
         }
     }
