@@ -523,6 +523,7 @@ fn check_snapshots(
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
     let mut reach = Reach::new(repo);
+    reach.check_trees = true;
     r.summary.snapshots = reach.walk_snapshots(&ids, &mut Default::default(), &mut |e| r.add(e));
     if swept.is_empty() {
         return Ok(());

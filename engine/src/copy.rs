@@ -68,32 +68,74 @@ impl Copier<'_> {
         Ok(id)
     }
 
+    /// The destination id of a data blob, storing it the first time.
+    fn data_blob(&mut self, id: &Id) -> Result<Id, CopyError> {
+        if let Some(new) = self.data.get(id) {
+            return Ok(*new);
+        }
+        let plain = self.src.load_blob(BlobType::Data, id)?;
+        let new = self.store(BlobType::Data, &plain)?;
+        self.data.insert(*id, new);
+        Ok(new)
+    }
+
+    /// Rewrites the tree `src_id` and everything below it with destination ids, bottom-up
+    /// (a tree is stored after its subtrees), each tree once. Post-order over an explicit
+    /// stack: no depth overflows it.
     fn tree(&mut self, src_id: &Id) -> Result<Id, CopyError> {
         if let Some(id) = self.trees.get(src_id) {
             return Ok(*id);
         }
-        let mut tree = self.src.load_tree(src_id)?;
-        for node in &mut tree.nodes {
+        /// A tree being rewritten: its nodes before `next` are done.
+        struct Frame {
+            src: Id,
+            tree: Tree,
+            next: usize,
+        }
+        let mut cur = Frame {
+            src: *src_id,
+            tree: self.src.load_tree(src_id)?,
+            next: 0,
+        };
+        // The trees above `cur`, each waiting at the node whose subtree `cur` is.
+        let mut above: Vec<Frame> = Vec::new();
+        loop {
+            let Some(node) = cur.tree.nodes.get_mut(cur.next) else {
+                let new = self.store(BlobType::Tree, &Tree::to_bytes(&cur.tree))?;
+                self.trees.insert(cur.src, new);
+                let Some(parent) = above.pop() else {
+                    return Ok(new);
+                };
+                cur = parent;
+                if let Some(node) = cur.tree.nodes.get_mut(cur.next) {
+                    node.subtree = Some(new);
+                }
+                cur.next += 1;
+                continue;
+            };
             if let Some(content) = &mut node.content {
                 for id in content.iter_mut() {
-                    *id = match self.data.get(id) {
-                        Some(new) => *new,
-                        None => {
-                            let plain = self.src.load_blob(BlobType::Data, id)?;
-                            let new = self.store(BlobType::Data, &plain)?;
-                            self.data.insert(*id, new);
-                            new
-                        }
-                    };
+                    *id = self.data_blob(id)?;
                 }
             }
-            if let Some(sub) = node.subtree {
-                node.subtree = Some(self.tree(&sub)?);
+            match node.subtree {
+                None => cur.next += 1,
+                Some(sub) => match self.trees.get(&sub) {
+                    Some(new) => {
+                        node.subtree = Some(*new);
+                        cur.next += 1;
+                    }
+                    None => {
+                        let child = Frame {
+                            src: sub,
+                            tree: self.src.load_tree(&sub)?,
+                            next: 0,
+                        };
+                        above.push(std::mem::replace(&mut cur, child));
+                    }
+                },
             }
         }
-        let new = self.store(BlobType::Tree, &Tree::to_bytes(&tree))?;
-        self.trees.insert(*src_id, new);
-        Ok(new)
     }
 }
 

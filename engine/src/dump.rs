@@ -3,12 +3,15 @@
 //!
 //! Tar entries are ustar headers, preceded by a PAX extended header when a name or link target
 //! does not fit ustar's fields or a size exceeds its 8 GiB limit. Regular files, directories,
-//! symlinks, devices and fifos are written; sockets are skipped.
+//! symlinks, devices and fifos are written; sockets are skipped. Member names are checked as
+//! GNU tar checks them on extraction (see [`tar`]).
 
 use std::io::{self, Write};
 
 use cairn_repo_format::tree::{Node, NodeType};
 use cairn_repo_format::{BlobType, Id, Indexed, RepoError, Repository};
+
+use crate::Event;
 
 /// Why a dump stopped.
 #[derive(Debug, thiserror::Error)]
@@ -29,31 +32,123 @@ pub fn file(repo: &Repository<Indexed>, node: &Node, w: &mut dyn Write) -> Resul
     Ok(())
 }
 
+/// What [`tar`] did with stored names that are not safe as member names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TarNames {
+    /// Entries left out, with everything below them: a name that is empty, `.`, holds a `..`
+    /// component or a NUL byte (each reported as [`Event::NameRefused`]).
+    pub refused: u64,
+    /// Entries written under a cleaned name: a leading `/` removed, empty and `.` components
+    /// dropped (each reported as [`Event::NameCleaned`]).
+    pub cleaned: u64,
+}
+
+/// How a stored name goes into a member name.
+enum MemberName {
+    /// As it is.
+    Safe,
+    /// Cleaned: the name's normal components, joined by `/`.
+    Cleaned(String),
+    /// Not at all.
+    Refused,
+}
+
+/// Judges a stored name as GNU tar judges member names on extraction: a `..` component is
+/// refused, a leading `/` (and empty or `.` components) removed. A NUL byte would cut the
+/// name short in the header, and an empty name or `.` would name the directory itself: both
+/// are refused too.
+fn member_name(name: &[u8]) -> MemberName {
+    if Node::name_is_safe(name) {
+        return MemberName::Safe;
+    }
+    if name.contains(&0) {
+        return MemberName::Refused;
+    }
+    let mut parts = Vec::new();
+    for c in name.split(|&b| b == b'/') {
+        match c {
+            b".." => return MemberName::Refused,
+            b"" | b"." => {}
+            c => parts.push(String::from_utf8_lossy(c)),
+        }
+    }
+    if parts.is_empty() {
+        return MemberName::Refused;
+    }
+    MemberName::Cleaned(parts.join("/"))
+}
+
 /// Writes the tree `tree` as a tar archive whose names start with `prefix` (no leading `/`).
+/// A stored name that is unsafe as a member name is refused (left out with everything below
+/// it) or cleaned, as GNU tar treats member names on extraction; each is reported to
+/// `report`, and counted in the return. The walk is iterative, one tree per level in memory.
 pub fn tar(
     repo: &Repository<Indexed>,
     tree: &Id,
     prefix: &str,
     w: &mut dyn Write,
-) -> Result<(), DumpError> {
-    tar_dir(repo, tree, prefix, w)?;
+    report: &mut dyn FnMut(Event),
+) -> Result<TarNames, DumpError> {
+    let mut names = TarNames::default();
+    let prefix = prefix.trim_start_matches('/');
+    if prefix.split('/').any(|c| c == "..") {
+        names.refused += 1;
+        report(Event::NameRefused {
+            path: prefix.into(),
+            name: prefix.to_string(),
+            tree: None,
+        });
+    } else {
+        tar_dir(repo, tree, prefix, w, report, &mut names)?;
+    }
     w.write_all(&[0u8; 1024])?;
-    Ok(())
+    Ok(names)
 }
 
 fn tar_dir(
     repo: &Repository<Indexed>,
-    tree: &Id,
+    root: &Id,
     prefix: &str,
     w: &mut dyn Write,
+    report: &mut dyn FnMut(Event),
+    names: &mut TarNames,
 ) -> Result<(), DumpError> {
-    for node in repo.load_tree(tree)?.nodes {
-        let name = node.name.display();
-        let path = if prefix.is_empty() {
-            name.into_owned()
-        } else {
-            format!("{prefix}/{name}")
+    // One path buffer; per open directory its remaining entries, its tree's id and the
+    // length of its path in the buffer.
+    let mut path = prefix.to_string();
+    let mut stack = vec![(repo.load_tree(root)?.nodes.into_iter(), *root, path.len())];
+    while let Some((nodes, tree_id, dir_len)) = stack.last_mut() {
+        let Some(node) = nodes.next() else {
+            stack.pop();
+            continue;
         };
+        let tree_id = *tree_id;
+        path.truncate(*dir_len);
+        if !path.is_empty() {
+            path.push('/');
+        }
+        match member_name(&node.name.0) {
+            MemberName::Safe => path.push_str(&node.name.display()),
+            MemberName::Cleaned(clean) => {
+                path.push_str(&clean);
+                names.cleaned += 1;
+                report(Event::NameCleaned {
+                    path: path.clone().into(),
+                    name: node.name.display().into_owned(),
+                    tree: Some(tree_id),
+                });
+            }
+            MemberName::Refused => {
+                path.push_str(&node.name.display());
+                names.refused += 1;
+                report(Event::NameRefused {
+                    path: path.clone().into(),
+                    name: node.name.display().into_owned(),
+                    tree: Some(tree_id),
+                });
+                continue;
+            }
+        }
         let kind = match node.kind {
             NodeType::File => b'0',
             NodeType::Dir => b'5',
@@ -64,12 +159,13 @@ fn tar_dir(
             NodeType::Socket => continue,
         };
         let size = if kind == b'0' { node.size } else { 0 };
-        let shown = if kind == b'5' {
-            format!("{path}/")
+        if kind == b'5' {
+            path.push('/');
+            header(w, &path, &node, kind, size)?;
+            path.pop();
         } else {
-            path.clone()
-        };
-        header(w, &shown, &node, kind, size)?;
+            header(w, &path, &node, kind, size)?;
+        }
         match node.kind {
             NodeType::File => {
                 let mut counting = Counting { w: &mut *w, n: 0 };
@@ -86,8 +182,9 @@ fn tar_dir(
                 w.write_all(&vec![0u8; pad])?;
             }
             NodeType::Dir => {
-                if let Some(sub) = &node.subtree {
-                    tar_dir(repo, sub, &path, w)?;
+                if let Some(sub) = node.subtree {
+                    let nodes = repo.load_tree(&sub)?.nodes.into_iter();
+                    stack.push((nodes, sub, path.len()));
                 }
             }
             _ => {}

@@ -66,6 +66,24 @@ pub enum Event {
         /// The tree that holds it.
         tree: Option<Id>,
     },
+    /// A stored name that is not one path component (`a/b`, `/etc/passwd`) was written under
+    /// a cleaned name (`dump`: a tar member without its leading `/`).
+    NameCleaned {
+        /// The name as written.
+        path: PathBuf,
+        /// The stored name (invalid UTF-8 replaced).
+        name: String,
+        /// The tree that holds it.
+        tree: Option<Id>,
+    },
+    /// A directory holds two entries with the same name; the first is restored, the other
+    /// left out.
+    DuplicateName {
+        /// The entry's path inside the snapshot.
+        path: String,
+        /// The tree that holds both.
+        tree: Id,
+    },
     /// A stored blob cannot be opened (decryption, decompression or hash failed).
     BlobDamaged {
         /// The pack holding it.
@@ -139,12 +157,14 @@ impl Event {
             Event::FileUnreadable { .. }
             | Event::RestoreFailed { .. }
             | Event::NameRefused { .. }
+            | Event::DuplicateName { .. }
             | Event::BlobDamaged { .. }
             | Event::BlobMissing { .. }
             | Event::PackMissing { .. }
             | Event::ObjectDamaged { .. } => Severity::Error,
             Event::FileSkipped { .. }
             | Event::FileChanged { .. }
+            | Event::NameCleaned { .. }
             | Event::PackUnindexed { .. }
             | Event::LockWaited { .. } => Severity::Warning,
             Event::TemporaryRemoved { .. } | Event::Step { .. } => Severity::Info,
@@ -188,6 +208,23 @@ impl fmt::Display for Event {
                     None => Ok(()),
                 }
             }
+            Event::NameCleaned { path, name, tree } => {
+                write!(
+                    f,
+                    "{}: written under this name: the stored name {name:?} is not one relative \
+                     path component",
+                    path.display()
+                )?;
+                match tree {
+                    Some(t) => write!(f, " (tree {t})"),
+                    None => Ok(()),
+                }
+            }
+            Event::DuplicateName { path, tree } => write!(
+                f,
+                "{path}: tree {tree} holds this name more than once; only the first entry is \
+                 restored"
+            ),
             Event::BlobDamaged {
                 pack,
                 blob_type,

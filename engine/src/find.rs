@@ -1,5 +1,5 @@
 //! `find`: which snapshots hold paths matching a pattern (the same patterns as `--exclude`: a
-//! name anywhere, or a path glob).
+//! name anywhere, or a path glob), walking each snapshot's trees iteratively.
 
 use std::path::Path;
 
@@ -8,21 +8,22 @@ use cairn_repo_format::tree::Node;
 use cairn_repo_format::{Id, Indexed, RepoError, Repository};
 
 use crate::filter::Patterns;
+use crate::treewalk::{Step, TreeWalk};
 
 fn walk(
     repo: &Repository<Indexed>,
     tree: &Id,
-    dir: &str,
     patterns: &Patterns,
     found: &mut dyn FnMut(&str, &Node),
 ) -> Result<(), RepoError> {
-    for node in repo.load_tree(tree)?.nodes {
-        let path = format!("{}/{}", dir.trim_end_matches('/'), node.name.display());
-        if patterns.matches(Path::new(&path)) {
-            found(&path, &node);
+    let mut walk = TreeWalk::new(repo.load_tree(tree)?, *tree, "/");
+    while let Some(step) = walk.next() {
+        let Step::Node(node) = step else { continue };
+        if patterns.matches(Path::new(walk.path())) {
+            found(walk.path(), &node);
         }
-        if let Some(sub) = &node.subtree {
-            walk(repo, sub, &path, patterns, found)?;
+        if let Some(sub) = node.subtree {
+            walk.enter(repo.load_tree(&sub)?, sub, node);
         }
     }
     Ok(())
@@ -36,7 +37,7 @@ pub fn run(
     found: &mut dyn FnMut(&Id, &str, &Node),
 ) -> Result<(), RepoError> {
     for (id, snap) in snapshots {
-        walk(repo, &snap.tree, "/", patterns, &mut |p, n| found(id, p, n))?;
+        walk(repo, &snap.tree, patterns, &mut |p, n| found(id, p, n))?;
     }
     Ok(())
 }

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cairn_repo_format::tree::{ExtendedAttribute, Node, NodeType, RawBytes};
 use chrono::{DateTime, Utc};
@@ -73,6 +74,108 @@ pub fn node_type(meta: &Metadata) -> NodeType {
     }
 }
 
+/// The fields of an `lstat` (or `fstatat`) that a node records.
+struct Stat {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    ino: u64,
+    dev: u64,
+    nlink: u64,
+    rdev: u64,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl From<&Metadata> for Stat {
+    fn from(m: &Metadata) -> Stat {
+        Stat {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            ino: m.ino(),
+            dev: m.dev(),
+            nlink: m.nlink(),
+            rdev: m.rdev(),
+            atime: (m.atime(), m.atime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+impl From<&nix::sys::stat::FileStat> for Stat {
+    // The field widths of `struct stat` differ between architectures.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn from(m: &nix::sys::stat::FileStat) -> Stat {
+        Stat {
+            mode: m.st_mode as u32,
+            uid: m.st_uid as u32,
+            gid: m.st_gid as u32,
+            size: m.st_size as u64,
+            ino: m.st_ino as u64,
+            dev: m.st_dev as u64,
+            nlink: m.st_nlink as u64,
+            rdev: m.st_rdev as u64,
+            atime: (m.st_atime as i64, m.st_atime_nsec as i64),
+            mtime: (m.st_mtime as i64, m.st_mtime_nsec as i64),
+            ctime: (m.st_ctime as i64, m.st_ctime_nsec as i64),
+        }
+    }
+}
+
+/// The node type of a `st_mode`.
+pub fn mode_type(mode: u32) -> NodeType {
+    match mode & libc::S_IFMT {
+        libc::S_IFLNK => NodeType::Symlink,
+        libc::S_IFDIR => NodeType::Dir,
+        libc::S_IFREG => NodeType::File,
+        libc::S_IFCHR => NodeType::Chardev,
+        libc::S_IFBLK => NodeType::Blockdev,
+        libc::S_IFIFO => NodeType::Fifo,
+        _ => NodeType::Socket,
+    }
+}
+
+/// A node (without content or subtree) from its stat fields, link target and xattrs.
+fn node_from(
+    st: &Stat,
+    name: &[u8],
+    linktarget: Option<RawBytes>,
+    xattrs: Vec<ExtendedAttribute>,
+    owners: &mut OwnerNames,
+) -> Node {
+    let kind = mode_type(st.mode);
+    Node {
+        name: RawBytes(name.to_vec()),
+        kind,
+        mode: st.mode & 0o7777,
+        uid: st.uid,
+        gid: st.gid,
+        user: owners.user(st.uid),
+        group: owners.group(st.gid),
+        mtime: time(st.mtime.0, st.mtime.1),
+        atime: time(st.atime.0, st.atime.1),
+        ctime: time(st.ctime.0, st.ctime.1),
+        size: if kind == NodeType::File { st.size } else { 0 },
+        inode: st.ino,
+        device: st.dev,
+        links: st.nlink,
+        rdev: if matches!(kind, NodeType::Chardev | NodeType::Blockdev) {
+            st.rdev
+        } else {
+            0
+        },
+        linktarget,
+        xattrs,
+        content: None,
+        subtree: None,
+    }
+}
+
 /// Builds a node (without content or subtree) for `path`, whose `lstat` is `meta`. Reading
 /// xattrs or the link target can fail; the error is returned so the caller can report it.
 ///
@@ -95,39 +198,56 @@ pub fn node_from_metadata(
         )),
         _ => None,
     };
-    Ok(Node {
-        name: RawBytes(name.to_vec()),
-        kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        user: owners.user(meta.uid()),
-        group: owners.group(meta.gid()),
-        mtime: time(meta.mtime(), meta.mtime_nsec()),
-        atime: time(meta.atime(), meta.atime_nsec()),
-        ctime: time(meta.ctime(), meta.ctime_nsec()),
-        size: if kind == NodeType::File {
-            meta.size()
-        } else {
-            0
-        },
-        inode: meta.ino(),
-        device: meta.dev(),
-        links: meta.nlink(),
-        rdev: if matches!(kind, NodeType::Chardev | NodeType::Blockdev) {
-            meta.rdev()
-        } else {
-            0
-        },
+    let xattrs = if kind == NodeType::File {
+        Vec::new()
+    } else {
+        read_xattrs(path)?
+    };
+    Ok(node_from(
+        &Stat::from(meta),
+        name,
         linktarget,
-        xattrs: if kind == NodeType::File {
-            Vec::new()
-        } else {
-            read_xattrs(path)?
-        },
-        content: None,
-        subtree: None,
-    })
+        xattrs,
+        owners,
+    ))
+}
+
+/// Paths at least this long are not handed to the kernel (`PATH_MAX` is 4096 with the NUL):
+/// calls go relative to the open directory instead.
+pub const LONG_PATH: usize = 4000;
+
+/// [`node_from_metadata`] for the entry `name` of the open directory `dir` (or, without
+/// `dir`, for `path` itself), whose `fstatat` is `st`; `path` is its full path. The link
+/// target is read with `readlinkat`; xattrs (of anything but a regular file) through `path`,
+/// or through [`at_path`] when `path` is too long for the kernel. Works at any depth.
+pub fn node_from_stat(
+    dir: Option<BorrowedFd<'_>>,
+    name: &OsStr,
+    path: &Path,
+    st: &nix::sys::stat::FileStat,
+    owners: &mut OwnerNames,
+) -> io::Result<Node> {
+    let st = Stat::from(st);
+    let kind = mode_type(st.mode);
+    let linktarget = match (kind, dir) {
+        (NodeType::Symlink, Some(dir)) => Some(RawBytes(
+            nix::fcntl::readlinkat(dir, name)
+                .map_err(io::Error::from)?
+                .into_encoded_bytes(),
+        )),
+        (NodeType::Symlink, None) => Some(RawBytes(
+            std::fs::read_link(path)?
+                .into_os_string()
+                .into_encoded_bytes(),
+        )),
+        _ => None,
+    };
+    let xattrs = match dir {
+        _ if kind == NodeType::File => Vec::new(),
+        Some(dir) if path.as_os_str().len() >= LONG_PATH => read_xattrs(&at_path(dir, name))?,
+        _ => read_xattrs(path)?,
+    };
+    Ok(node_from(&st, name.as_bytes(), linktarget, xattrs, owners))
 }
 
 /// Extended attributes of `path` (not following symlinks), sorted by name. File systems without
@@ -192,7 +312,8 @@ pub struct Applied {
 
 /// [`apply_metadata`] for a regular file still open as `file`: the same steps on the file
 /// descriptor (`fchown`, `fchmod`, `fsetxattr`, `futimens`), with no path lookups, so nothing
-/// swapped in at the path in the meantime can receive them. Restore uses it for every file.
+/// swapped in at the path in the meantime can receive them. Restore uses it for every file,
+/// and for every directory (open for reading).
 pub fn apply_file_metadata(
     file: &std::fs::File,
     node: &Node,
@@ -227,6 +348,78 @@ pub fn apply_file_metadata(
         Some(ts(&node.atime)),
         Some(ts(&node.mtime)),
     ));
+    first_err.map_or(Ok(Applied { owner_kept }), Err)
+}
+
+/// `/proc/self/fd/N/name`: the entry `name` of the open directory `dir`, as a short path for the
+/// calls that have no `*at` form (the xattr calls). The kernel resolves it relative to the
+/// descriptor, however deep the directory is; `name` itself (the last component) is not
+/// followed by the `l*` calls.
+pub fn at_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    p.push(name);
+    p
+}
+
+/// [`apply_metadata`] for the entry `name` of the open directory `dir` (a symlink, fifo or
+/// device node just created there; not followed if it is a symlink): `fchownat`, `fchmodat`,
+/// `utimensat` relative to the directory, so no path of the entry is walked, whatever its
+/// depth. Its xattrs, which have no `*at` call, go through [`at_path`].
+pub fn apply_metadata_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    node: &Node,
+    as_root: bool,
+) -> io::Result<Applied> {
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::{FchmodatFlags, Mode, UtimensatFlags, fchmodat, utimensat};
+    let mut first_err: Option<io::Error> = None;
+    let mut note = |r: io::Result<()>| {
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    };
+    let mut owner_kept = true;
+    if as_root {
+        let r = nix::unistd::fchownat(
+            dir,
+            name,
+            Some(node.uid.into()),
+            Some(node.gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from);
+        match r {
+            Err(e) if owner_refused(&e) => owner_kept = false,
+            r => note(r),
+        }
+    }
+    if node.kind != NodeType::Symlink {
+        let mode = Mode::from_bits_truncate(node.mode);
+        note(fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink).map_err(io::Error::from));
+    }
+    if !node.xattrs.is_empty() {
+        let path = at_path(dir, name);
+        for x in &node.xattrs {
+            match xattr::set(&path, OsStr::from_bytes(&x.name.0), &x.value.0) {
+                Err(e) if is_unsupported(&e) || e.raw_os_error() == Some(libc::EPERM) => {}
+                r => note(r),
+            }
+        }
+    }
+    let ts = |t: &DateTime<Utc>| {
+        nix::sys::time::TimeSpec::new(t.timestamp(), t.timestamp_subsec_nanos() as _)
+    };
+    note(
+        utimensat(
+            dir,
+            name,
+            &ts(&node.atime),
+            &ts(&node.mtime),
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(io::Error::from),
+    );
     first_err.map_or(Ok(Applied { owner_kept }), Err)
 }
 

@@ -27,6 +27,7 @@ pub mod select;
 pub mod stats;
 pub mod store;
 pub mod treecheck;
+pub mod treewalk;
 pub mod volume;
 
 pub use cancel::{Cancel, Cancelled};

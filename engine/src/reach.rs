@@ -1,9 +1,12 @@
 //! Reachability: which blobs the snapshots refer to. [`Reach`] walks snapshot trees depth-first
-//! (one tree per level in memory), visits each tree once however many snapshots share it, and
+//! (iteratively, one tree per level in memory), visits each tree once however many snapshots share it, and
 //! records used blobs as one bit per index entry, so marking ten million blobs costs 1.2 MiB.
 //! `check`, `prune`, `stats` and `copy` build on it.
 
+use cairn_repo_format::tree::Tree;
 use cairn_repo_format::{BackendError, BlobType, Id, Indexed, RepoError, Repository};
+
+use crate::treewalk::{Step, TreeWalk};
 
 /// A fixed-size set of bits.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +44,16 @@ pub enum Problem {
         /// Path inside the snapshot that refers to it.
         path: String,
     },
+    /// An entry of a tree breaks a rule that restore and dump rely on
+    /// ([`crate::treecheck`]); only walks with [`Reach::check_trees`] set look.
+    BadNode {
+        /// The tree holding it.
+        tree: Id,
+        /// The directory's path inside the snapshot.
+        path: String,
+        /// What is wrong, naming the entry.
+        problem: crate::treecheck::NodeProblem,
+    },
     /// A tree could not be loaded or parsed.
     BadTree {
         /// Tree id.
@@ -61,6 +74,21 @@ impl Problem {
                 path,
                 blob_type: ty.name(),
                 blob: id,
+            },
+            Problem::BadNode {
+                tree,
+                path,
+                problem,
+            } => crate::Event::ObjectDamaged {
+                object: match snapshot {
+                    Some(s) => format!("tree {tree} (snapshot {}, {path})", s.short()),
+                    None => format!("tree {tree} ({path})"),
+                },
+                problem: format!(
+                    "entry {}: {}",
+                    crate::treecheck::escaped(&problem.name),
+                    problem.problem
+                ),
             },
             Problem::BadTree { id, path, error } => crate::Event::ObjectDamaged {
                 object: match snapshot {
@@ -84,6 +112,16 @@ impl std::fmt::Display for Problem {
                 "{path}: {} blob {id} is not in any index (data missing)",
                 ty.name()
             ),
+            Problem::BadNode {
+                tree,
+                path,
+                problem,
+            } => write!(
+                f,
+                "{path}: tree {tree}: entry {}: {}",
+                crate::treecheck::escaped(&problem.name),
+                problem.problem
+            ),
             Problem::BadTree { id, path, error } => write!(f, "{path}: tree {id}: {error}"),
         }
     }
@@ -105,6 +143,9 @@ pub struct Reach<'r> {
     pub main: BitSet,
     /// Used entries of condemned packs.
     pub pending: BitSet,
+    /// Also check each tree's entries ([`crate::treecheck`]), reporting [`Problem::BadNode`]
+    /// (`check` sets it).
+    pub check_trees: bool,
 }
 
 impl<'r> Reach<'r> {
@@ -114,6 +155,7 @@ impl<'r> Reach<'r> {
             repo,
             main: BitSet::new(repo.index().len()),
             pending: BitSet::new(repo.pending().len()),
+            check_trees: false,
         }
     }
 
@@ -136,7 +178,7 @@ impl<'r> Reach<'r> {
 
     /// Walks the tree `root` (shown as `path`), marking everything it refers to. Trees seen
     /// before are skipped with everything below them. `data` is called once per newly marked
-    /// data blob.
+    /// data blob. The walk is iterative ([`TreeWalk`]): no depth overflows the stack.
     pub fn walk(
         &mut self,
         root: &Id,
@@ -144,42 +186,74 @@ impl<'r> Reach<'r> {
         problem: &mut dyn FnMut(Problem),
         data: &mut dyn FnMut(&Id),
     ) {
-        match self.mark(BlobType::Tree, root) {
-            None => {
-                return problem(Problem::Missing {
-                    ty: BlobType::Tree,
-                    id: *root,
-                    path: path.to_string(),
-                });
-            }
-            Some(false) => return,
-            Some(true) => {}
-        }
-        let tree = match self.repo.load_tree(root) {
-            Ok(t) => t,
-            Err(error) => {
-                return problem(Problem::BadTree {
-                    id: *root,
-                    path: path.to_string(),
-                    error,
-                });
-            }
+        let Some(tree) = self.open(root, path, problem) else {
+            return;
         };
-        for node in &tree.nodes {
-            let child = format!("{}/{}", path.trim_end_matches('/'), node.name.display());
+        let mut walk = TreeWalk::new(tree, *root, path);
+        while let Some(step) = walk.next() {
+            let Step::Node(node) = step else { continue };
             for id in node.content.iter().flatten() {
                 match self.mark(BlobType::Data, id) {
                     None => problem(Problem::Missing {
                         ty: BlobType::Data,
                         id: *id,
-                        path: child.clone(),
+                        path: walk.path().to_string(),
                     }),
                     Some(true) => data(id),
                     Some(false) => {}
                 }
             }
-            if let Some(sub) = &node.subtree {
-                self.walk(sub, &child, problem, data);
+            if let Some(sub) = node.subtree
+                && let Some(tree) = self.open(&sub, walk.path(), problem)
+            {
+                walk.enter(tree, sub, node);
+            }
+        }
+    }
+
+    /// Marks tree `id` (at `path`) and loads it, the first time it is reached; `None` when it
+    /// was reached before, or is missing or damaged (reported to `problem`).
+    fn open(&mut self, id: &Id, path: &str, problem: &mut dyn FnMut(Problem)) -> Option<Tree> {
+        match self.mark(BlobType::Tree, id) {
+            None => {
+                problem(Problem::Missing {
+                    ty: BlobType::Tree,
+                    id: *id,
+                    path: path.to_string(),
+                });
+                return None;
+            }
+            Some(false) => return None,
+            Some(true) => {}
+        }
+        match self.repo.load_tree(id) {
+            Ok(t) => {
+                if self.check_trees {
+                    let index = (self.repo.index(), self.repo.pending());
+                    let raw = |b: &Id| {
+                        index
+                            .0
+                            .lookup(BlobType::Data, b)
+                            .or_else(|| index.1.lookup(BlobType::Data, b))
+                            .map(|l| l.entry.raw_length)
+                    };
+                    for p in crate::treecheck::problems(&t, &raw) {
+                        problem(Problem::BadNode {
+                            tree: *id,
+                            path: path.to_string(),
+                            problem: p,
+                        });
+                    }
+                }
+                Some(t)
+            }
+            Err(error) => {
+                problem(Problem::BadTree {
+                    id: *id,
+                    path: path.to_string(),
+                    error,
+                });
+                None
             }
         }
     }

@@ -14,13 +14,14 @@ use cairn_repo_format::blob::SealedBlob;
 use cairn_repo_format::lock::LockKind;
 use cairn_repo_format::pack::{PackBuilder, PackEntry};
 use cairn_repo_format::snapshot::Snapshot;
-use cairn_repo_format::tree::Tree;
+use cairn_repo_format::tree::{Node, Tree};
 use cairn_repo_format::{
     BackendError, BlobType, FileKind, Id, Indexed, Opened, RepoError, Repository,
 };
 
 use crate::inventory;
 use crate::lock::{LockError, RepoLock};
+use crate::treewalk::push_name;
 
 /// Why a repair stopped.
 #[derive(Debug, thiserror::Error)]
@@ -151,11 +152,60 @@ impl Rewriter<'_> {
             .is_ok_and(|loc| self.present.contains_key(&loc.pack))
     }
 
-    /// The id of `tree` with lost files left out (the same id when nothing is lost).
+    /// The id of `tree` with lost files left out (the same id when nothing is lost). Bottom-up
+    /// over an explicit stack of trees being rebuilt, with one path buffer: no depth
+    /// overflows the stack.
     fn rewrite(&mut self, tree: &Id, path: &str) -> Id {
         if let Some(done) = self.memo.get(tree) {
             return *done;
         }
+        let mut path = path.to_string();
+        let mut cur = self.open(tree, &path);
+        // The trees above `cur`, each holding the node whose subtree `cur` is.
+        let mut above: Vec<Rebuild> = Vec::new();
+        loop {
+            let Some(mut node) = cur.nodes.next() else {
+                let id = self.store(cur.src, std::mem::take(&mut cur.out));
+                let Some(parent) = above.pop() else {
+                    return id;
+                };
+                cur = parent;
+                if let Some(mut node) = cur.waiting.take() {
+                    node.subtree = Some(id);
+                    cur.out.push(node);
+                }
+                continue;
+            };
+            path.truncate(cur.dir_len);
+            push_name(&mut path, &node.name);
+            if let Some(content) = &node.content {
+                let lost = content.iter().filter(|id| !self.available(id)).count();
+                if lost > 0 {
+                    self.dropped
+                        .push(format!("{path}: {lost} of its blobs are lost; left out"));
+                    continue;
+                }
+            }
+            match node.subtree {
+                Some(sub) => match self.memo.get(&sub) {
+                    Some(done) => {
+                        node.subtree = Some(*done);
+                        cur.out.push(node);
+                    }
+                    None => {
+                        let mut child = self.open(&sub, &path);
+                        std::mem::swap(&mut cur, &mut child);
+                        child.waiting = Some(node);
+                        above.push(child);
+                    }
+                },
+                None => cur.out.push(node),
+            }
+        }
+    }
+
+    /// Starts rebuilding `tree` (the directory at `path`); an unreadable one is rebuilt empty.
+    fn open(&mut self, tree: &Id, path: &str) -> Rebuild {
         let t = match self.repo.load_tree(tree) {
             Ok(t) => t,
             Err(e) => {
@@ -164,25 +214,21 @@ impl Rewriter<'_> {
                 Tree { nodes: Vec::new() }
             }
         };
-        let mut nodes = Vec::with_capacity(t.nodes.len());
-        for mut node in t.nodes {
-            let child = format!("{}/{}", path.trim_end_matches('/'), node.name.display());
-            if let Some(content) = &node.content {
-                let lost = content.iter().filter(|id| !self.available(id)).count();
-                if lost > 0 {
-                    self.dropped
-                        .push(format!("{child}: {lost} of its blobs are lost; left out"));
-                    continue;
-                }
-            }
-            if let Some(sub) = node.subtree {
-                node.subtree = Some(self.rewrite(&sub, &child));
-            }
-            nodes.push(node);
+        Rebuild {
+            src: *tree,
+            out: Vec::with_capacity(t.nodes.len()),
+            nodes: t.nodes.into_iter(),
+            dir_len: path.len(),
+            waiting: None,
         }
+    }
+
+    /// Stores the rebuilt `nodes` of tree `src` (when they differ from it and the repository
+    /// lacks them) and returns their id.
+    fn store(&mut self, src: Id, nodes: Vec<Node>) -> Id {
         let bytes = Tree { nodes }.to_bytes();
         let id = self.repo.key().blob_id(&bytes);
-        if id != *tree && self.repo.locate(BlobType::Tree, &id).is_err() && self.queued.insert(id) {
+        if id != src && self.repo.locate(BlobType::Tree, &id).is_err() && self.queued.insert(id) {
             self.new_trees.push(cairn_repo_format::blob::seal_blob(
                 self.repo.key(),
                 BlobType::Tree,
@@ -191,9 +237,20 @@ impl Rewriter<'_> {
                 self.repo.config().compression,
             ));
         }
-        self.memo.insert(*tree, id);
+        self.memo.insert(src, id);
         id
     }
+}
+
+/// A tree being rebuilt by [`Rewriter::rewrite`].
+struct Rebuild {
+    src: Id,
+    nodes: std::vec::IntoIter<Node>,
+    out: Vec<Node>,
+    /// Length of the directory's path in the walk's path buffer.
+    dir_len: usize,
+    /// The node whose subtree is being rebuilt above this one.
+    waiting: Option<Node>,
 }
 
 /// Writes a repaired copy of every snapshot in `which` (all when empty) that refers to lost

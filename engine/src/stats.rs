@@ -29,6 +29,8 @@ pub struct Stats {
     pub compression_ratio: f64,
 }
 
+/// Files and bytes below tree `id`, each tree counted once and remembered in `memo`: a
+/// post-order walk over an explicit stack (no recursion, whatever the depth).
 fn tree_totals(
     repo: &Repository<Indexed>,
     id: &Id,
@@ -37,20 +39,54 @@ fn tree_totals(
     if let Some(t) = memo.get(id) {
         return Ok(*t);
     }
-    let (mut files, mut bytes) = (0, 0);
-    for node in repo.load_tree(id)?.nodes {
-        if node.content.is_some() {
-            files += 1;
-            bytes += node.size;
-        }
-        if let Some(sub) = &node.subtree {
-            let (f, b) = tree_totals(repo, sub, memo)?;
-            files += f;
-            bytes += b;
+    struct Frame {
+        id: Id,
+        nodes: std::vec::IntoIter<cairn_repo_format::tree::Node>,
+        files: u64,
+        bytes: u64,
+    }
+    let open = |id: &Id| -> Result<Frame, RepoError> {
+        Ok(Frame {
+            id: *id,
+            nodes: repo.load_tree(id)?.nodes.into_iter(),
+            files: 0,
+            bytes: 0,
+        })
+    };
+    // The tree being counted, and the ones above it waiting for its totals.
+    let mut cur = open(id)?;
+    let mut above: Vec<Frame> = Vec::new();
+    loop {
+        match cur.nodes.next() {
+            Some(node) => {
+                if node.content.is_some() {
+                    cur.files += 1;
+                    cur.bytes += node.size;
+                }
+                if let Some(sub) = &node.subtree {
+                    match memo.get(sub) {
+                        Some((f, b)) => {
+                            cur.files += f;
+                            cur.bytes += b;
+                        }
+                        None => {
+                            let child = open(sub)?;
+                            above.push(std::mem::replace(&mut cur, child));
+                        }
+                    }
+                }
+            }
+            None => {
+                memo.insert(cur.id, (cur.files, cur.bytes));
+                let Some(parent) = above.pop() else {
+                    return Ok((cur.files, cur.bytes));
+                };
+                let done = std::mem::replace(&mut cur, parent);
+                cur.files += done.files;
+                cur.bytes += done.bytes;
+            }
         }
     }
-    memo.insert(*id, (files, bytes));
-    Ok((files, bytes))
 }
 
 /// Computes the totals of `snapshots`.

@@ -7,6 +7,12 @@
 use cairn_repo_format::Id;
 use cairn_repo_format::tree::{Node, NodeType, Tree};
 
+/// `name` with control characters escaped (`\u{1b}`), for messages: a hostile name must not
+/// drive the terminal that shows a report about it.
+pub fn escaped(name: &str) -> String {
+    name.chars().flat_map(char::escape_debug).collect()
+}
+
 /// One thing wrong with one entry of a tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeProblem {
@@ -21,6 +27,7 @@ pub struct NodeProblem {
 pub fn problems(tree: &Tree, data_len: &dyn Fn(&Id) -> Option<u32>) -> Vec<NodeProblem> {
     let mut out = Vec::new();
     let mut previous: Option<&[u8]> = None;
+    let mut seen = std::collections::HashSet::with_capacity(tree.nodes.len());
     for node in &tree.nodes {
         let mut bad = |problem: String| {
             out.push(NodeProblem {
@@ -32,10 +39,11 @@ pub fn problems(tree: &Tree, data_len: &dyn Fn(&Id) -> Option<u32>) -> Vec<NodeP
         if !Node::name_is_safe(name) {
             bad("not a safe file name (empty, `.`, `..`, or holding `/` or NUL): restore refuses it".into());
         }
-        match previous {
-            Some(p) if p == name => bad("a second entry with this name".into()),
-            Some(p) if p > name => bad("out of order (entries must be sorted by name)".into()),
-            _ => {}
+        // In a sorted tree a repeat is next to its first; a hostile tree need not be sorted.
+        if !seen.insert(name) {
+            bad("a second entry with this name".into());
+        } else if previous.is_some_and(|p| p > name) {
+            bad("out of order (entries must be sorted by name)".into());
         }
         previous = Some(name);
         if let Some(why) = shape(node) {

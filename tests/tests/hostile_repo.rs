@@ -369,3 +369,59 @@ fn forged_snapshots_and_entries_naming_missing_data_never_stop_prune() {
     assert_eq!(hashes(&f.src), hashes(&target));
     f.repo.run(&["check", "--read-data"]).expect_code(1);
 }
+
+#[test]
+fn check_names_every_tree_entry_restore_would_refuse_and_restore_stays_inside() {
+    use cairn_repo_format::tree::RawBytes;
+    let f = Fixture::new();
+    let p = Planter::open(&f.repo);
+    let (_, snap) = p.latest();
+    let mut tree = p.tree(&snap.tree);
+    let file = tree
+        .nodes
+        .iter()
+        .find(|n| n.content.as_ref().is_some_and(|c| !c.is_empty()))
+        .expect("a file with content")
+        .clone();
+    let named = |name: &[u8]| {
+        let mut n = file.clone();
+        n.name = RawBytes(name.to_vec());
+        n
+    };
+    let mut wrong_size = named(b"zz-wrong-size");
+    wrong_size.size += 1;
+    // Hostile names, a duplicate, an entry out of order, and a size its content does not have.
+    tree.nodes.push(named(b".."));
+    tree.nodes.push(named(b"../../escaped"));
+    tree.nodes.push(named(b"/etc/cairn-owned"));
+    tree.nodes.push(named(b"f1.bin"));
+    tree.nodes.push(named(b"a-out-of-order"));
+    tree.nodes.push(wrong_size);
+    let forged = p.store_tree(&tree);
+    p.snapshot_of(forged);
+    drop(p);
+
+    let out = f.repo.run(&["check"]);
+    out.expect_code(1).stdout_has(&forged.to_string());
+    for needle in [
+        "entry ..:",
+        "entry ../../escaped:",
+        "entry /etc/cairn-owned:",
+        "a second entry with this name",
+        "out of order",
+        "zz-wrong-size",
+    ] {
+        out.stdout_has(needle);
+    }
+    // Restore refuses the names, creates nothing outside its target, and the files restore.
+    let target = f.base.join("out");
+    let before = everything_but(&f.base, &target);
+    let out = f.repo.restore("latest", &target, &[]);
+    out.failed_cleanly().stderr_has("..");
+    assert_eq!(before, everything_but(&f.base, &target));
+    assert!(!Path::new("/etc/cairn-owned").exists());
+    assert_eq!(
+        std::fs::read(target.join("f1.bin")).unwrap(),
+        std::fs::read(f.src.join("f1.bin")).unwrap()
+    );
+}

@@ -1,9 +1,11 @@
-//! `cairn diff SNAP1 SNAP2`.
+//! `cairn diff SNAP1 SNAP2`: changed paths with control characters escaped (exact with
+//! `--json`).
 
 use anyhow::Result;
 use cairn_engine::{diff, select};
 
 use super::args::DiffArgs;
+use super::text::printable;
 use super::{Ctx, Out, Outcome};
 
 pub fn run(ctx: &Ctx, out: &Out, a: DiffArgs) -> Result<Outcome> {
@@ -30,7 +32,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: DiffArgs) -> Result<Outcome> {
         if json {
             println!("{}", serde_json::json!({ "change": c, "path": path }));
         } else {
-            println!("{}    {path}", c.code());
+            println!("{}    {}", c.code(), printable(path));
         }
     })?;
     if json {

@@ -1,10 +1,11 @@
-//! `cairn find PATTERN…`.
+//! `cairn find PATTERN…`: matching paths with control characters escaped (exact with `--json`).
 
 use anyhow::Result;
 use cairn_engine::filter::Patterns;
 use cairn_engine::{find, select};
 
 use super::args::FindArgs;
+use super::text::printable;
 use super::{Ctx, Out, Outcome};
 
 pub fn run(ctx: &Ctx, out: &Out, a: FindArgs) -> Result<Outcome> {
@@ -23,7 +24,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: FindArgs) -> Result<Outcome> {
                 serde_json::json!({ "snapshot": id, "path": path, "type": node.kind, "size": node.size, "mtime": node.mtime })
             );
         } else {
-            println!("{}  {path}", id.short());
+            println!("{}  {}", id.short(), printable(path));
         }
     })?;
     out.info(format!("{hits} matches in {} snapshots", snaps.len()));

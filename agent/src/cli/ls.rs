@@ -1,15 +1,17 @@
-//! `cairn ls SNAPSHOT [PATH]`: lists a snapshot's entries depth-first, one tree in memory per
-//! level.
+//! `cairn ls SNAPSHOT [PATH]`: lists a snapshot's entries depth-first (iteratively, any depth),
+//! one tree in memory per level.
 
 use std::io::Write;
 
 use anyhow::{Result, bail};
 use cairn_engine::restore::plan::{find_subpath, snap_path};
 use cairn_engine::select;
+use cairn_engine::treewalk::{Step, TreeWalk};
 use cairn_repo_format::tree::{Node, NodeType};
 use cairn_repo_format::{Id, Indexed, Repository};
 
 use super::args::LsArgs;
+use super::text::printable;
 use super::{Ctx, Out, Outcome};
 
 fn mode_string(n: &Node) -> String {
@@ -44,22 +46,6 @@ fn mode_string(n: &Node) -> String {
     ]
     .iter()
     .collect()
-}
-
-/// A name as a terminal may show it: control characters (an escape sequence in a hostile
-/// snapshot could rewrite the screen) become `\xNN`. `--json` keeps the name exact.
-fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 fn print(w: &mut impl Write, out: &Out, long: bool, path: &str, n: &Node) -> Result<()> {
@@ -105,6 +91,7 @@ fn print(w: &mut impl Write, out: &Out, long: bool, path: &str, n: &Node) -> Res
     Ok(())
 }
 
+/// Prints every entry below `tree` (the directory `prefix`), depth-first and iteratively.
 fn walk(
     repo: &Repository<Indexed>,
     w: &mut impl Write,
@@ -113,11 +100,12 @@ fn walk(
     tree: &Id,
     prefix: &str,
 ) -> Result<()> {
-    for n in repo.load_tree(tree)?.nodes {
-        let path = format!("{}/{}", prefix.trim_end_matches('/'), n.name.display());
-        print(w, out, long, &path, &n)?;
+    let mut walk = TreeWalk::new(repo.load_tree(tree)?, *tree, prefix);
+    while let Some(step) = walk.next() {
+        let Step::Node(n) = step else { continue };
+        print(w, out, long, walk.path(), &n)?;
         if let (NodeType::Dir, Some(sub)) = (n.kind, n.subtree) {
-            walk(repo, w, out, long, &sub, &path)?;
+            walk.enter(repo.load_tree(&sub)?, sub, n);
         }
     }
     Ok(())

@@ -24,6 +24,7 @@ mod restore_init;
 mod snapshots;
 mod stats;
 mod tag;
+mod text;
 mod unlock;
 
 use std::io::IsTerminal;

@@ -4,6 +4,7 @@
 //! reused, the file is not opened) or must be read (a job for the file workers). When the walk
 //! leaves a directory, the directory goes to the tree stage.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -14,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::Progress;
 use super::read::{ChangeRules, unchanged_content};
 use super::tree::{DirBuilder, DirFiles, FileReply, FinishedDir, Pending};
-use super::walk::WalkEvent;
+use super::walk::{At, WalkEvent};
 use crate::Context;
 use crate::events::Event;
 
@@ -22,6 +23,8 @@ use crate::events::Event;
 pub struct FileJob {
     /// Absolute path.
     pub path: PathBuf,
+    /// Where to open it when `path` is too long to hand to the kernel.
+    pub at: Option<At>,
     /// Its metadata from the walk.
     pub node: Node,
     /// Where the finished node (with content) goes; `None` if it could not be read.
@@ -120,7 +123,7 @@ impl<'a> Archiver<'a> {
 
     /// Handles one walk event.
     pub fn handle(&mut self, ev: WalkEvent) -> Result<(), Stopped> {
-        let (depth, path, node) = match ev {
+        let (depth, path, node, at) = match ev {
             WalkEvent::Error { path, message } => {
                 self.progress.errors.fetch_add(1, Ordering::Relaxed);
                 self.cx.emit(Event::FileUnreadable {
@@ -129,7 +132,12 @@ impl<'a> Archiver<'a> {
                 });
                 return Ok(());
             }
-            WalkEvent::Entry { depth, path, node } => (depth, path, node),
+            WalkEvent::Entry {
+                depth,
+                path,
+                node,
+                at,
+            } => (depth, path, node, at),
         };
         if self.base == 0 && depth == 0 {
             let (parent, parent_id) = self.root_parent.take().unwrap_or((None, None));
@@ -169,13 +177,19 @@ impl<'a> Archiver<'a> {
                     files: DirFiles::new(),
                 });
             }
-            NodeType::File => self.file(path, node, old)?,
+            NodeType::File => self.file(path, at, node, old)?,
             _ => dir.entries.push(Pending::Ready(node)),
         }
         Ok(())
     }
 
-    fn file(&mut self, path: PathBuf, mut node: Node, old: Option<Node>) -> Result<(), Stopped> {
+    fn file(
+        &mut self,
+        path: PathBuf,
+        at: Option<At>,
+        mut node: Node,
+        old: Option<Node>,
+    ) -> Result<(), Stopped> {
         let p = self.progress;
         p.bytes_total.fetch_add(node.size, Ordering::Relaxed);
         let reuse = old
@@ -190,7 +204,11 @@ impl<'a> Archiver<'a> {
             // Unchanged ctime: unchanged xattrs (setting one changes the ctime). Without the
             // ctime to go by, they are read again.
             node.xattrs = if self.rules.ignore_ctime {
-                match crate::fsmeta::read_xattrs(&path) {
+                let by = match &at {
+                    Some(at) => crate::fsmeta::at_path(at.dir.as_fd(), &at.name),
+                    None => path.clone(),
+                };
+                match crate::fsmeta::read_xattrs(&by) {
                     Ok(x) => x,
                     Err(e) => {
                         p.errors.fetch_add(1, Ordering::Relaxed);
@@ -220,7 +238,12 @@ impl<'a> Archiver<'a> {
         let (index, reply) = dir.files.add();
         dir.entries.push(Pending::File(index));
         self.pending_bytes += node.size;
-        self.pending_jobs.push(FileJob { path, node, reply });
+        self.pending_jobs.push(FileJob {
+            path,
+            at,
+            node,
+            reply,
+        });
         if self.pending_jobs.len() >= JOB_FILES || self.pending_bytes >= JOB_BYTES {
             self.send_jobs()?;
         }

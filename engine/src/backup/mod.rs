@@ -259,7 +259,7 @@ fn read_file(
     cx: &Context,
 ) -> io::Result<()> {
     let key = repo.key();
-    let (file, before) = read::open_for_read(&job.path)?;
+    let (file, before) = read::open_for_read(&job.path, job.at.as_ref())?;
     job.node.xattrs = crate::fsmeta::read_file_xattrs(&file)?;
     let to = if before.len() >= seal::POOL_FROM {
         SealTo::Pool(&out.seal_jobs)

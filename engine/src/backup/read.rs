@@ -10,6 +10,10 @@ use std::path::Path;
 use cairn_repo_format::BlobType;
 use cairn_repo_format::index::Index;
 use cairn_repo_format::tree::{Node, NodeType};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::walk::At;
 
 /// Which attributes count as "changed".
 #[derive(Clone, Copy, Debug, Default)]
@@ -40,14 +44,23 @@ pub fn unchanged_content<'a>(
 
 /// Opens a regular file for reading: never through a symlink swapped in since the walk, and
 /// with `O_NOATIME` when the kernel allows it (owner or CAP_FOWNER), so backups do not bump
-/// access times. Returns the file and its metadata (`fstat` at open: the "before" of
-/// [`changed_while_reading`]).
-pub fn open_for_read(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
-    let open = |flags| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(path)
+/// access times. A file whose path is too long for the kernel is opened relative to its
+/// directory (`at`, from the walk). Returns the file and its metadata (`fstat` at open: the
+/// "before" of [`changed_while_reading`]).
+pub fn open_for_read(path: &Path, at: Option<&At>) -> io::Result<(File, std::fs::Metadata)> {
+    let open = |flags: libc::c_int| -> io::Result<File> {
+        match at {
+            Some(at) => {
+                let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::from_bits_truncate(flags);
+                nix::fcntl::openat(&*at.dir, at.name.as_os_str(), flags, Mode::empty())
+                    .map(File::from)
+                    .map_err(io::Error::from)
+            }
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path),
+        }
     };
     let f = match open(libc::O_NOFOLLOW | libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(libc::O_NOFOLLOW)?,

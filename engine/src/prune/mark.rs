@@ -186,6 +186,8 @@ fn walk_tree(
                 failed.get_or_insert(error);
             }
             p @ Problem::Missing { .. } => found.missing.push(p.into_event(snapshot).to_string()),
+            // Not looked for: prune does not set `check_trees`.
+            Problem::BadNode { .. } => {}
         },
         &mut |_| {},
     );

@@ -15,6 +15,7 @@
 //! plan's state and the number of open files do not grow with the snapshot.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -26,7 +27,7 @@ use cairn_repo_format::tree::Node;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::Shared;
-use super::write;
+use super::write::{self, Dir, First};
 
 /// How a file being restored ended; shared with the hard-link table so that later names of the
 /// same inode know whether they can link to it.
@@ -225,15 +226,21 @@ pub struct RangeRequest {
 pub enum After {
     /// Another name for a multiply-linked file whose first name is still being written.
     Link {
-        /// Where the new name goes.
+        /// The directory the new name goes in.
+        dir: Arc<Dir>,
+        /// The new name.
+        name: OsString,
+        /// Its path relative to the target.
         rel: PathBuf,
         /// The first name.
-        first: PathBuf,
+        first: First,
         /// How the first name ends.
         outcome: Arc<Outcome>,
     },
     /// A directory's metadata, applied after everything inside it.
     DirMeta {
+        /// The directory.
+        dir: Arc<Dir>,
         /// Its path relative to the target.
         rel: PathBuf,
         /// Its node.
@@ -510,7 +517,9 @@ mod tests {
         let path = dir.path().join("f");
         let f = File::create(&path).unwrap();
         let state = FileState::new("f".into(), path, node.clone(), f, 2);
+        let writer = write::Writer::new(dir.path(), false).unwrap();
         let dir_meta = |rel: &str| After::DirMeta {
+            dir: writer.root().clone(),
             rel: rel.into(),
             node: Box::new(node.clone()),
         };

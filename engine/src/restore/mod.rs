@@ -13,8 +13,10 @@
 //!      └── deferred steps run: directory metadata (post-order), links to files just written
 //! ```
 //!
-//! * plan: depth-first over the snapshot's trees (one per level in memory), subpath and
-//!   include/exclude applied, unsafe names refused; creates entries in order.
+//! * plan: depth-first over the snapshot's trees (iteratively, one per level in memory, any
+//!   depth), subpath and include/exclude applied, unsafe names and repeated names refused;
+//!   creates entries in order, each relative to its directory's open descriptor (no path is
+//!   walked per entry, none is too long).
 //! * batch: up to `batch_files` files / `batch_blobs` blob references per batch; each blob is
 //!   fetched once per batch however many files use it; at most two batches exist at once.
 //! * fetch: one ranged GET per run of neighbouring blobs of a pack; in-flight bytes bounded.
@@ -44,7 +46,7 @@ use cairn_repo_format::{Indexed, RepoError, Repository};
 use crossbeam_channel::bounded;
 
 use crate::filter::Patterns;
-use crate::fsmeta::{apply_file_metadata, apply_metadata, is_root};
+use crate::fsmeta::{apply_file_metadata, apply_metadata, apply_metadata_at, is_root};
 use crate::{Context, Event};
 use batch::{Batcher, Limits};
 use fetch::Budget;
@@ -182,9 +184,24 @@ impl Shared<'_> {
         self.cx.cancel.is_cancelled()
     }
 
+    /// Counts and reports an entry whose name its tree holds more than once (this one, not the
+    /// first, is left out).
+    fn duplicate(&self, snap_path: &Path, tree: cairn_repo_format::Id) {
+        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        self.cx.emit(Event::DuplicateName {
+            path: snap_path.to_string_lossy().into_owned(),
+            tree,
+        });
+    }
+
     /// Applies `node`'s metadata to `path`, reporting a failure.
     fn meta(&self, path: &Path, rel: &Path, node: &Node) {
         self.applied(rel, apply_metadata(path, node, self.as_root));
+    }
+
+    /// Applies `node`'s metadata to the entry `name` of the open directory `dir`.
+    fn meta_at(&self, dir: &write::DirFd, name: &std::ffi::OsStr, rel: &Path, node: &Node) {
+        self.applied(rel, apply_metadata_at(dir.fd(), name, node, self.as_root));
     }
 
     fn applied(&self, rel: &Path, r: io::Result<crate::fsmeta::Applied>) {
@@ -263,7 +280,7 @@ fn run_inner(
     progress: &RestoreProgress,
     cx: &Context,
 ) -> Result<(), RestoreError> {
-    let writer = Writer::new(&opts.target).map_err(RestoreError::Target)?;
+    let writer = Writer::new(&opts.target, opts.verify).map_err(RestoreError::Target)?;
     let work = match opts
         .subpath
         .as_deref()
@@ -345,12 +362,17 @@ fn run_inner(
             Work::Tree(tree, prefix, root_meta) => {
                 let included = opts.include.is_empty();
                 let mut f = |step: Step<'_>| planner.step(step);
-                let walked = plan::walk_tree(repo, &tree, &prefix, empty, &sel, included, &mut f);
+                let walked = plan::walk_tree(repo, &tree, &prefix, &sel, included, &mut f);
                 let writer = planner.finish();
                 if walked.is_ok()
                     && let Some(n) = root_meta
                 {
-                    shared.meta(writer.target(), empty, &n);
+                    // The target itself, through its descriptor when it could be read.
+                    let root = writer.fd(writer.root());
+                    match root.as_deref().ok().and_then(write::DirFd::readable) {
+                        Some(file) => shared.meta_file(file, empty, &n),
+                        None => shared.meta(writer.target(), empty, &n),
+                    }
                 }
                 walked
             }

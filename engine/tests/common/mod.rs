@@ -9,6 +9,7 @@ pub const CHEAP: cairn_repo_format::key::KdfParams = cairn_repo_format::key::Kdf
 };
 
 /// Deterministic incompressible bytes (xorshift), different for every seed.
+#[allow(dead_code)]
 pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
