@@ -12,6 +12,10 @@
 #   FUZZ_LOGS=DIR              keeps each target's log as DIR/<target>.log (default: a
 #                              temporary directory, removed at the end)
 set -euo pipefail
+if [[ -n "${FUZZ_LOGS:-}" ]]; then
+  mkdir -p "$FUZZ_LOGS"
+  FUZZ_LOGS=$(cd "$FUZZ_LOGS" && pwd)
+fi
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-20}"
 # cargo-fuzz passes -Z flags (sanitizers, coverage instrumentation) to rustc; this makes the
