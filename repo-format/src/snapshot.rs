@@ -89,3 +89,41 @@ pub struct Snapshot {
     #[serde(default)]
     pub summary: Summary,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_back_exactly() {
+        // Found by tests/proptest_roundtrip.rs: serde_json's default float parser read this
+        // back one unit in the last place off (…764e-279), so a snapshot did not decode to
+        // what was encoded. The crate enables serde_json's `float_roundtrip`.
+        for duration in [1.1656224490347639e-279, 0.106888, f64::MAX, 5e-324, -0.0] {
+            let snap = Snapshot {
+                time: DateTime::UNIX_EPOCH,
+                hostname: String::new(),
+                username: String::new(),
+                paths: Vec::new(),
+                tags: Vec::new(),
+                labels: Labels::new(),
+                tree: Id::default(),
+                root: None,
+                original: None,
+                parent: None,
+                program_version: String::new(),
+                summary: Summary {
+                    duration,
+                    ..Default::default()
+                },
+            };
+            let json = serde_json::to_vec(&snap).unwrap();
+            let back: Snapshot = serde_json::from_slice(&json).unwrap();
+            assert_eq!(
+                back.summary.duration.to_bits(),
+                duration.to_bits(),
+                "{duration:e}"
+            );
+        }
+    }
+}
