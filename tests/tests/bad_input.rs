@@ -324,3 +324,45 @@ fn ls_shows_control_characters_in_names_escaped() {
         "{nodes:?}"
     );
 }
+
+#[test]
+fn find_and_diff_show_control_characters_in_names_escaped() {
+    let base = tempdir();
+    let repo = Repo::init(&base.path().join("repo"), &[]);
+    let src = base.path().join("src");
+    write_file(&src.join("plain.txt"), b"x");
+    let first = repo.backup(&[&src], &[]);
+    let evil = "evil\u{1b}[31mred\u{1b}[2K";
+    write_file(&src.join(evil), b"x");
+    let second = repo.backup(&[&src], &[]);
+    let (a, b) = (
+        first["snapshot_id"].as_str().unwrap(),
+        second["snapshot_id"].as_str().unwrap(),
+    );
+    for args in [vec!["find", "evil*"], vec!["diff", a, b]] {
+        let out = repo.run(&args);
+        out.success();
+        assert!(
+            !out.stdout.contains('\u{1b}'),
+            "{args:?} printed a raw escape: {:?}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("/evil\\x1b[31mred\\x1b[2K"),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+        // JSON keeps the exact name.
+        let mut json = args.clone();
+        json.insert(0, "--json");
+        let out = repo.run(&json);
+        out.success();
+        let paths: Vec<String> = out
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["path"].as_str().map(str::to_string))
+            .collect();
+        assert!(paths.contains(&format!("/{evil}")), "{json:?}: {paths:?}");
+    }
+}

@@ -434,12 +434,11 @@ impl<'s, 'a> Planner<'s, 'a> {
 
     /// The directory holding `rel`, created if need be, and the entry's name; `None` (after
     /// reporting why) when it cannot be had.
-    fn parent_of(&mut self, rel: &Path) -> Option<(Arc<Dir>, OsString)> {
+    fn parent_of<'r>(&mut self, rel: &'r Path) -> Option<(Arc<Dir>, &'r OsStr)> {
         let Some(name) = rel.file_name() else {
             self.shared.problem(rel, "refusing an entry without a name");
             return None;
         };
-        let name = name.to_os_string();
         match self.ready(rel.parent().unwrap_or(Path::new(""))) {
             Ok(d) => Some((d, name)),
             Err(msg) => {
@@ -508,8 +507,8 @@ impl<'s, 'a> Planner<'s, 'a> {
         let Some((dir, name)) = self.parent_of(rel) else {
             return;
         };
-        match self.writer.special(&dir, &name, rel, &node) {
-            Ok(Some(fd)) => self.shared.meta_at(&fd, &name, rel, &node),
+        match self.writer.special(&dir, name, rel, &node) {
+            Ok(Some(fd)) => self.shared.meta_at(&fd, name, rel, &node),
             Ok(None) => {}
             Err(e) => self.shared.problem(rel, &e.to_string()),
         }
@@ -523,7 +522,7 @@ impl<'s, 'a> Planner<'s, 'a> {
         if let Some((first, outcome)) = key.and_then(|k| self.hardlinks.get(&k)) {
             match outcome.get() {
                 Status::Ok => {
-                    if let Err(e) = self.writer.link(&dir, &name, rel, first) {
+                    if let Err(e) = self.writer.link(&dir, name, rel, first) {
                         self.shared.problem(rel, &e.to_string());
                     }
                     return;
@@ -531,7 +530,7 @@ impl<'s, 'a> Planner<'s, 'a> {
                 Status::Pending => {
                     let step = After::Link {
                         dir,
-                        name,
+                        name: name.to_os_string(),
                         rel: rel.to_path_buf(),
                         first: first.clone(),
                         outcome: outcome.clone(),
@@ -545,7 +544,7 @@ impl<'s, 'a> Planner<'s, 'a> {
         if self.batcher.files_full() {
             self.flush();
         }
-        let (path, f) = match self.writer.create_file(&dir, &name, rel) {
+        let (path, f) = match self.writer.create_file(&dir, name, rel) {
             Ok(x) => x,
             Err(e) => return self.shared.problem(rel, &e.to_string()),
         };
@@ -555,7 +554,7 @@ impl<'s, 'a> Planner<'s, 'a> {
         if let Some(k) = key {
             let first = First {
                 dir,
-                name,
+                name: name.to_os_string(),
                 path: state.path.clone(),
             };
             self.hardlinks.insert(k, (first, state.outcome.clone()));
