@@ -45,6 +45,9 @@ fn default_sigpipe() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // One rustls crypto provider for kube, object_store and reqwest, before any client exists
+    // (with two providers compiled in, rustls would refuse to pick one and kube would panic).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cancel = cairn_engine::Cancel::new();
     let caught = signals::watch(cancel.clone());
     let args = cli::args::Cli::parse();

@@ -74,8 +74,7 @@ pub struct Settings {
 /// Runs the agent until `cancel` is set (SIGTERM): then running backups are cancelled, their
 /// post-hooks run, and it returns.
 pub fn run(settings: Settings, cancel: Cancel) -> Result<()> {
-    // One crypto provider for kube, object_store and reqwest, before any client exists.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // The rustls crypto provider is installed in `main`, before any client exists.
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
