@@ -49,11 +49,21 @@ fn main() -> ExitCode {
     // (with two providers compiled in, rustls would refuse to pick one and kube would panic).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cancel = cairn_engine::Cancel::new();
-    let caught = signals::watch(cancel.clone());
+    // Parsing starts no thread, so the signal mask can still be set after it.
     let args = cli::args::Cli::parse();
+    // The server takes SIGTERM and SIGINT itself (tokio's handlers) and stops gracefully
+    // within its own grace time; every other command gets the cancelling watcher.
+    let server = matches!(args.command, cli::args::Command::Server(_));
+    let caught = if server {
+        signals::Caught::default()
+    } else {
+        signals::watch(cancel.clone())
+    };
     if !matches!(
         args.command,
-        cli::args::Command::Agent(_) | cli::args::Command::RestoreInit(_)
+        cli::args::Command::Agent(_)
+            | cli::args::Command::RestoreInit(_)
+            | cli::args::Command::Server(_)
     ) {
         default_sigpipe();
     }

@@ -1,6 +1,8 @@
 //! Repository locations: parsing `-r/--repo` into a backend. A plain path or `file:///path` is
 //! a local directory; `azure://CONTAINER/PREFIX` (or `az://`), `s3://BUCKET/PREFIX` and
-//! `gs://BUCKET/PREFIX` are cloud stores configured from the environment.
+//! `gs://BUCKET/PREFIX` are cloud stores configured from the environment;
+//! `rest:https://HOST:PORT/PREFIX` is a repository behind `cairn server`, reached with a token
+//! ([`cairn_repo_format::backend::RestAuth`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +11,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use cairn_repo_format::backend::{
-    Limited, LocalBackend, ObjectInfo, RateLimit, Retry, RetryPolicy, Spool, Spooled, cloud,
+    Access, Limited, LocalBackend, ObjectInfo, RateLimit, RestAuth, RestBackend, Retry,
+    RetryPolicy, Spool, Spooled, cloud,
 };
 use cairn_repo_format::{Backend, BackendError, ObjectStoreBackend};
 
@@ -39,6 +42,11 @@ pub enum Location {
         /// Prefix.
         prefix: String,
     },
+    /// A repository server: its URL (`https://HOST:PORT/PREFIX`, without `rest:`).
+    Rest {
+        /// The URL.
+        url: String,
+    },
 }
 
 /// A location that cannot be used.
@@ -49,7 +57,7 @@ pub enum LocationError {
     Missing,
     /// A scheme this build does not know.
     #[error(
-        "unsupported repository location {0:?}: use a directory path, file:///path, azure://CONTAINER/PREFIX, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX"
+        "unsupported repository location {0:?}: use a directory path, file:///path, azure://CONTAINER/PREFIX, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or rest:https://HOST:PORT/PREFIX"
     )]
     Unsupported(String),
     /// A cloud URL without a container or bucket.
@@ -117,17 +125,19 @@ fn layered(b: Raw, t: &Transfer) -> Arc<Layered> {
 /// The backend stack every command gets.
 type Layered = Retry<Limited<Raw>>;
 
-/// The storage under the layers: a local directory on `std::fs`, or an object store.
+/// The storage under the layers: a local directory on `std::fs`, an object store, or a
+/// repository server.
 enum Raw {
     Local(LocalBackend),
     Store(Box<ObjectStoreBackend>),
+    Rest(Box<RestBackend>),
 }
 
 impl Raw {
     fn store(&self) -> Option<&ObjectStoreBackend> {
         match self {
             Raw::Store(s) => Some(s.as_ref()),
-            Raw::Local(_) => None,
+            Raw::Local(_) | Raw::Rest(_) => None,
         }
     }
 
@@ -135,6 +145,7 @@ impl Raw {
         match self {
             Raw::Local(b) => b,
             Raw::Store(b) => b.as_ref(),
+            Raw::Rest(b) => b.as_ref(),
         }
     }
 }
@@ -164,6 +175,9 @@ impl Backend for Raw {
     fn parallelism(&self) -> cairn_repo_format::backend::Parallelism {
         self.get().parallelism()
     }
+    fn access(&self) -> Result<Access, BackendError> {
+        self.get().access()
+    }
     fn remove_stale_temporaries(
         &self,
         before: std::time::SystemTime,
@@ -180,6 +194,12 @@ impl Location {
     pub fn parse(s: &str) -> Result<Location, LocationError> {
         if s.is_empty() {
             return Err(LocationError::Missing);
+        }
+        if let Some(url) = s.strip_prefix("rest:") {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(LocationError::Unsupported(s.into()));
+            }
+            return Ok(Location::Rest { url: url.into() });
         }
         let Some((scheme, rest)) = s.split_once("://") else {
             return Ok(Location::Local(PathBuf::from(s)));
@@ -202,8 +222,9 @@ impl Location {
         })
     }
 
-    fn backend(&self, create_dir: bool) -> Result<Raw, LocationError> {
+    fn backend(&self, create_dir: bool, auth: &RestAuth) -> Result<Raw, LocationError> {
         Ok(match self {
+            Location::Rest { url } => Raw::Rest(Box::new(RestBackend::new(url, auth)?)),
             Location::Local(p) => Raw::Local(LocalBackend::new(p, create_dir)?),
             Location::Azure { container, prefix } => {
                 Raw::Store(Box::new(cloud::azure(container, prefix)?))
@@ -213,14 +234,19 @@ impl Location {
         })
     }
 
-    /// Opens an existing location with no rate limits.
+    /// Opens an existing location with no rate limits (a server's token from the
+    /// environment).
     pub fn open(&self) -> Result<Arc<dyn Backend>, LocationError> {
-        self.open_with(&Transfer::default())
+        self.open_with(&Transfer::default(), &RestAuth::default())
     }
 
     /// Opens an existing location. A missing Azure container is an error that names it.
-    pub fn open_with(&self, t: &Transfer) -> Result<Arc<dyn Backend>, LocationError> {
-        let layers = layered(self.backend(false)?, t);
+    pub fn open_with(
+        &self,
+        t: &Transfer,
+        auth: &RestAuth,
+    ) -> Result<Arc<dyn Backend>, LocationError> {
+        let layers = layered(self.backend(false, auth)?, t);
         // No repository here: say so precisely when the container or bucket itself is missing.
         // (The first request goes through the retry layer: a dropped connection is no answer.)
         if layers.head("config")?.is_none()
@@ -257,8 +283,11 @@ impl Location {
 
     /// Opens a location for `init`: creates a missing local directory or Azure container.
     /// Returns the backend and what was created, for the user.
-    pub fn open_for_init(&self) -> Result<(Arc<dyn Backend>, Option<String>), LocationError> {
-        let raw = self.backend(true)?;
+    pub fn open_for_init(
+        &self,
+        auth: &RestAuth,
+    ) -> Result<(Arc<dyn Backend>, Option<String>), LocationError> {
+        let raw = self.backend(true, auth)?;
         let mut note = None;
         if let Some(b) = raw.store() {
             self.refuse_missing_bucket(b)?;
@@ -324,5 +353,15 @@ mod tests {
             Err(LocationError::NoBucket(_))
         ));
         assert!(matches!(Location::parse(""), Err(LocationError::Missing)));
+        assert_eq!(
+            Location::parse("rest:https://srv:8443/ns1").unwrap(),
+            Location::Rest {
+                url: "https://srv:8443/ns1".into()
+            }
+        );
+        assert!(matches!(
+            Location::parse("rest:ftp://srv/x"),
+            Err(LocationError::Unsupported(_))
+        ));
     }
 }

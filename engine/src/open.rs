@@ -129,6 +129,9 @@ pub struct RepoSettings {
     pub transfer: Transfer,
     /// Where the password comes from.
     pub password: PasswordSource,
+    /// For a repository server (`rest:`): the token and the CA to trust. By default the
+    /// token comes from `CAIRN_SERVER_TOKEN`.
+    pub server: cairn_repo_format::backend::RestAuth,
 }
 
 impl RepoSettings {
@@ -151,12 +154,13 @@ impl RepoSettings {
             location: Location::parse(location)?,
             transfer,
             password,
+            server: Default::default(),
         })
     }
 
     /// Opens the repository: backend, keys and config.
     pub fn open(&self) -> Result<Repository<Opened>, OpenError> {
-        let backend = match self.location.open_with(&self.transfer) {
+        let backend = match self.location.open_with(&self.transfer, &self.server) {
             Ok(b) => b,
             Err(LocationError::Backend(BackendError::NotFound { path })) => {
                 return Err(RepoError::NotFound { location: path }.into());

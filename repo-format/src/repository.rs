@@ -132,6 +132,15 @@ fn entries_problem(pack: &Id, entries: &[PackEntry]) -> Option<String> {
         .map(|why| format!("pack {pack}: {why}"))
 }
 
+/// Where a lock of `kind` is stored: backups' locks in `locks/`, prunes' in
+/// `exclusive-locks/`.
+pub fn lock_place(kind: crate::lock::LockKind) -> FileKind {
+    match kind {
+        crate::lock::LockKind::Backup => FileKind::Lock,
+        crate::lock::LockKind::Prune => FileKind::ExclusiveLock,
+    }
+}
+
 fn corrupt(object: impl Into<String>, reason: impl ToString) -> RepoError {
     RepoError::Corrupt {
         object: object.into(),
@@ -481,35 +490,42 @@ impl<S> Repository<S> {
         Ok(())
     }
 
-    /// Stores a lock; returns its id.
+    /// Stores a lock; returns its id. A prune's lock goes to `exclusive-locks/`, a place of its
+    /// own that a repository server lets only admin clients write (`docs/design.md` §3.3).
     pub fn write_lock(&self, lock: &Lock) -> Result<Id> {
         let json = serde_json::to_vec(lock).expect("serializable");
-        self.save_object(FileKind::Lock, ObjectKind::Lock, &json)
+        self.save_object(lock_place(lock.kind), ObjectKind::Lock, &json)
     }
 
-    /// Every lock; one that cannot be read is returned as an error naming it (a lock deleted
-    /// while listing is skipped).
+    /// Every lock, in `locks/` and `exclusive-locks/`; one that cannot be read is returned as
+    /// an error naming it (a lock deleted while listing is skipped).
     pub fn locks(&self) -> Result<Vec<(Id, Result<Lock>)>> {
         let mut out = Vec::new();
-        for id in self.ids(FileKind::Lock)? {
-            let lock = match self.load_object(FileKind::Lock, ObjectKind::Lock, &id) {
-                Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
-                Err(e) => Err(e),
-                Ok(plain) => {
-                    serde_json::from_slice(&plain).map_err(|e| corrupt(FileKind::Lock.path(&id), e))
-                }
-            };
-            out.push((id, lock));
+        for place in [FileKind::Lock, FileKind::ExclusiveLock] {
+            for id in self.ids(place)? {
+                let lock = match self.load_object(place, ObjectKind::Lock, &id) {
+                    Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
+                    Err(e) => Err(e),
+                    Ok(plain) => {
+                        serde_json::from_slice(&plain).map_err(|e| corrupt(place.path(&id), e))
+                    }
+                };
+                out.push((id, lock));
+            }
         }
         Ok(out)
     }
 
-    /// Removes a lock (already gone is fine).
+    /// Removes a lock, from `locks/` or else `exclusive-locks/` (already gone is fine).
     pub fn remove_lock(&self, id: &Id) -> Result<()> {
-        match self.backend().delete(&FileKind::Lock.path(id)) {
-            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        for place in [FileKind::Lock, FileKind::ExclusiveLock] {
+            match self.backend().delete(&place.path(id)) {
+                Ok(()) => return Ok(()),
+                Err(BackendError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     /// Reads condemned list `id`: its stamp, and `f` per pack.

@@ -20,6 +20,7 @@ pub mod fakekube;
 pub mod faultproxy;
 pub mod hostile;
 pub mod moto;
+pub mod server;
 pub mod service;
 
 /// The password every test repository is created with.

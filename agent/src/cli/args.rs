@@ -9,9 +9,24 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Repository location: a directory path or file:///path.
+    /// Repository location: a directory path, file:///path, azure://CONTAINER/PREFIX,
+    /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, or rest:https://HOST:PORT/PREFIX (a `cairn
+    /// server`; its token from CAIRN_SERVER_TOKEN or --server-token-file).
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
+    /// For a rest: repository: read the server token from this file (first line); else
+    /// CAIRN_SERVER_TOKEN.
+    #[arg(
+        long,
+        env = "CAIRN_SERVER_TOKEN_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub server_token_file: Option<PathBuf>,
+    /// For a rest: repository: trust only the CA certificates in this PEM file (instead of
+    /// the system's).
+    #[arg(long, env = "CAIRN_CACERT", global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Read the password from this file (first line); else CAIRN_PASSWORD, else a prompt.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
@@ -85,6 +100,63 @@ pub enum Command {
     RestoreInit(RestoreInitArgs),
     /// Sizes: what a restore would write, what is stored, and the deduplication ratio.
     Stats(StatsArgs),
+    /// Serve a repository's storage to clients that hold tokens instead of cloud
+    /// credentials, each with exactly the access its role allows (read, append, admin).
+    Server(Box<ServerArgs>),
+}
+
+/// `server`. The storage is the global `-r/--repo`: a directory, azure://CONTAINER/PREFIX,
+/// s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (credentials from the environment).
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to serve on (e.g. 0.0.0.0:8443).
+    #[arg(long, env = "CAIRN_SERVER_LISTEN", value_name = "ADDR")]
+    pub listen: String,
+    /// Tokens, one `TOKEN ROLE [PREFIX]` a line (read, append or admin); reloaded when it
+    /// changes.
+    #[arg(long, env = "CAIRN_SERVER_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: PathBuf,
+    /// At least 32 secret bytes that lock receipts are made with; the same in every replica.
+    #[arg(long, env = "CAIRN_SERVER_RECEIPT_KEY_FILE", value_name = "FILE")]
+    pub receipt_key_file: PathBuf,
+    /// Certificate chain (PEM); reloaded when it changes. Without it, plain HTTP.
+    #[arg(
+        long,
+        env = "CAIRN_SERVER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the certificate.
+    #[arg(
+        long,
+        env = "CAIRN_SERVER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// A repository may hold this many bytes (K, M, G, T suffixes); uploads past it get 507,
+    /// except an admin's.
+    #[arg(long, env = "CAIRN_SERVER_MAX_SIZE", value_name = "BYTES")]
+    pub max_size: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, env = "CAIRN_SERVER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Connections at once.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
+    /// Requests in flight at once; more get 429.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_requests: usize,
+    /// Seconds a connection may stay without moving a byte (a stalled client).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub idle_timeout: u64,
+    /// Seconds one request may take, body included.
+    #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+    pub request_timeout: u64,
+    /// Seconds requests in flight get to finish after SIGTERM.
+    #[arg(long, default_value_t = 25, value_name = "SECONDS")]
+    pub shutdown_grace: u64,
 }
 
 /// `copy`

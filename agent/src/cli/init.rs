@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, out: &Out, a: InitArgs) -> Result<Outcome> {
         kdf.m_cost = m;
         kdf.t_cost = 1;
     }
-    let (backend, note) = loc.open_for_init()?;
+    let (backend, note) = loc.open_for_init(&ctx.server)?;
     if let Some(n) = &note {
         out.info(n);
     }

@@ -21,6 +21,7 @@ mod prune;
 mod repair;
 mod restore;
 mod restore_init;
+mod server;
 mod snapshots;
 mod stats;
 mod tag;
@@ -34,6 +35,8 @@ use cairn_engine::location::{Location, LocationError, Transfer};
 use cairn_engine::open::SettingsError;
 use cairn_engine::select::SnapshotFilter;
 use cairn_engine::{OpenError, PasswordSource, RepoSettings};
+use cairn_repo_format::Backend as _;
+use cairn_repo_format::backend::{Access, RestAuth, RestBackend};
 use cairn_repo_format::{Indexed, Opened, RepoError, Repository};
 
 use args::{Cli, Command, FilterArgs};
@@ -76,8 +79,16 @@ pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
         quiet: cli.quiet,
         verbose: cli.verbose,
     };
+    if let Command::Server(a) = cli.command {
+        return server::run(*a, cli.repo);
+    }
     let ctx = Ctx {
         repo: cli.repo,
+        server: cairn_repo_format::backend::RestAuth {
+            token: None,
+            token_file: cli.server_token_file,
+            cacert: cli.cacert,
+        },
         password_file: cli.password_file,
         password_env: "CAIRN_PASSWORD",
         transfer: Transfer {
@@ -90,7 +101,11 @@ pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
             cancel,
         },
     };
+    if let Some((needed, name)) = needed_access(&cli.command) {
+        ctx.require(needed, name)?;
+    }
     match cli.command {
+        Command::Server(_) => unreachable!("handled above"),
         Command::Init(a) => init::run(&ctx, &out, a),
         Command::Backup(a) => backup::run(&ctx, &out, a),
         Command::Snapshots(a) => snapshots::run(&ctx, &out, a),
@@ -112,6 +127,25 @@ pub fn run(cli: Cli, cancel: cairn_engine::Cancel) -> Result<Outcome> {
         Command::Agent(a) => agent::run(&ctx, a),
         Command::RestoreInit(a) => restore_init::run(&ctx, a),
     }
+}
+
+/// The access a command needs from a repository server, and its name for the message.
+/// Read-only commands need nothing beyond what every token has.
+fn needed_access(c: &Command) -> Option<(Access, &'static str)> {
+    Some(match c {
+        Command::Init(_) => (Access::Full, "init"),
+        Command::Forget(_) => (Access::Full, "forget"),
+        Command::Prune(_) => (Access::Full, "prune"),
+        Command::Key(args::KeyCommand::List) => return None,
+        Command::Key(_) => (Access::Full, "key"),
+        Command::Tag(_) => (Access::Full, "tag"),
+        Command::Repair(_) => (Access::Full, "repair"),
+        Command::Unlock(_) => (Access::Full, "unlock"),
+        Command::Backup(_) => (Access::Append, "backup"),
+        Command::Copy(_) => (Access::Append, "copy"),
+        Command::Agent(_) => (Access::Append, "agent"),
+        _ => return None,
+    })
 }
 
 /// The exit code for an error: 10 no repository, 12 wrong password, else 1.
@@ -146,6 +180,8 @@ pub fn report_damaged(ctx: &Ctx) -> impl FnMut(cairn_repo_format::Id, RepoError)
 /// printer and the cancel handle that SIGINT and SIGTERM set.
 pub struct Ctx {
     repo: Option<String>,
+    /// For a repository server: `--server-token-file` (else CAIRN_SERVER_TOKEN), `--cacert`.
+    server: RestAuth,
     password_file: Option<std::path::PathBuf>,
     /// The variable holding the password (`CAIRN_PASSWORD`, or `CAIRN_FROM_PASSWORD`).
     password_env: &'static str,
@@ -158,6 +194,30 @@ pub struct Ctx {
 impl Ctx {
     fn location(&self) -> Result<Location> {
         Ok(Location::parse(self.repo.as_deref().unwrap_or(""))?)
+    }
+
+    /// Stops a command early, before it writes anything, when the repository is behind a
+    /// server whose token does not grant what the command needs.
+    fn require(&self, needed: Access, command: &str) -> Result<()> {
+        // Without a usable location the command reports that itself.
+        let Ok(Location::Rest { url }) = self.location() else {
+            return Ok(());
+        };
+        let have = RestBackend::new(&url, &self.server)?.access()?;
+        let enough = match needed {
+            Access::Full => have == Access::Full,
+            Access::Append => have != Access::Read,
+            Access::Read => true,
+        };
+        if !enough {
+            bail!(
+                "cairn {command} needs the {} role, but this token has the {} role at rest:{url}; nothing was written (use a token with the {} role)",
+                needed.name(),
+                have.name(),
+                needed.name()
+            );
+        }
+        Ok(())
     }
 
     /// The engine's context for an operation: events printed, SIGINT/SIGTERM cancel.
@@ -191,12 +251,13 @@ impl Ctx {
 
     /// The one validated settings value the engine opens repositories from.
     pub fn settings(&self) -> Result<RepoSettings> {
-        let settings = RepoSettings::new(
+        let mut settings = RepoSettings::new(
             self.repo.as_deref().unwrap_or(""),
             self.transfer,
             self.password_source()?,
         )
         .map_err(flag_advice)?;
+        settings.server = self.server.clone();
         Ok(settings)
     }
 
@@ -242,6 +303,7 @@ impl Ctx {
     pub fn other(&self, location: &str, password_file: Option<std::path::PathBuf>) -> Ctx {
         Ctx {
             repo: Some(location.to_string()),
+            server: self.server.clone(),
             password_file,
             password_env: "CAIRN_FROM_PASSWORD",
             transfer: self.transfer,

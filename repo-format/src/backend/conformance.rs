@@ -1,11 +1,21 @@
-//! Test support: the backend conformance suite: one set of checks that every [`Backend`] must pass. Each
-//! backend's test module calls [`run_all`] on a fresh, empty store.
+//! Test support: the backend conformance suite: one set of checks that every [`Backend`] must
+//! pass. Each backend's test module calls [`run_all`] on a fresh, empty store.
+//!
+//! Every object is named as a repository names it (the BLAKE3 of its bytes under its kind's
+//! prefix; `config` by that name), so that the suite also runs through a repository server,
+//! which refuses any other name.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Backend, BackendError};
+use super::{Backend, BackendError, FileKind};
+use crate::id::Id;
+
+/// The name a repository gives `data` stored as an object of `kind`.
+pub fn name_of(kind: FileKind, data: &[u8]) -> String {
+    kind.path(&Id::of_stored(data))
+}
 
 /// Runs every check against an empty backend.
 pub fn run_all(b: &dyn Backend) {
@@ -19,126 +29,141 @@ pub fn run_all(b: &dyn Backend) {
 }
 
 /// An object built in the backend's spool is stored create-only, as `put` stores it, can be
-/// stored again from the same body (a retry), and its spool leaves nothing behind (the local
-/// backend's test looks for temporary files).
+/// stored again from the same body (a retry, and again once deleted), and its spool leaves
+/// nothing behind (the local backend's test looks for temporary files).
 fn spooled(b: &dyn Backend) {
     use std::io::Write;
     let data: Vec<u8> = (0..1_000_003usize).map(|i| (i % 253) as u8).collect();
-    let path = "data/5f/5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f";
+    let path = name_of(FileKind::Pack, &data);
     let mut spool = b.spool(data.len()).unwrap();
     for part in data.chunks(70_001) {
         spool.write_all(part).unwrap();
     }
     let body = spool.finish().unwrap();
     assert_eq!(body.len(), data.len() as u64);
-    b.put_spooled(path, &body).unwrap();
+    b.put_spooled(&path, &body).unwrap();
     assert!(
-        b.get(path, None).unwrap() == data,
+        b.get(&path, None).unwrap() == data,
         "spooled object read back"
     );
-    let e = b.put_spooled(path, &body).unwrap_err();
+    let e = b.put_spooled(&path, &body).unwrap_err();
     assert!(matches!(e, BackendError::AlreadyExists { .. }), "{e}");
-    b.put_spooled("data/5f/other", &body).unwrap();
-    assert_eq!(b.head("data/5f/other").unwrap(), Some(data.len() as u64));
+    b.delete(&path).unwrap();
+    b.put_spooled(&path, &body).unwrap();
+    assert_eq!(b.head(&path).unwrap(), Some(data.len() as u64));
     drop(body);
     // A spool dropped unfinished stores nothing.
     let mut abandoned = b.spool(10).unwrap();
     abandoned.write_all(b"half a pack").unwrap();
     drop(abandoned);
-    b.delete(path).unwrap();
-    b.delete("data/5f/other").unwrap();
+    b.delete(&path).unwrap();
 }
 
 /// A pack of 12 MiB and a byte: a backend set up for multipart uploads below that size sends
 /// it in parts. A second upload of the same pack (a retry after a lost reply) is harmless.
 fn large_packs(b: &dyn Backend) {
     let data: Bytes = (0..(12usize << 20) + 1).map(|i| (i % 251) as u8).collect();
-    let path = "data/5e/5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
-    b.put(path, data.clone()).unwrap();
-    assert_eq!(b.head(path).unwrap(), Some(data.len() as u64));
-    assert!(b.get(path, None).unwrap() == data, "large pack read back");
+    let path = name_of(FileKind::Pack, &data);
+    b.put(&path, data.clone()).unwrap();
+    assert_eq!(b.head(&path).unwrap(), Some(data.len() as u64));
+    assert!(b.get(&path, None).unwrap() == data, "large pack read back");
     let r = (5u64 << 20) - 3..(5 << 20) + 3;
     assert_eq!(
-        b.get(path, Some(r.clone())).unwrap(),
+        b.get(&path, Some(r.clone())).unwrap(),
         data.slice(r.start as usize..r.end as usize),
         "range across a part boundary"
     );
-    match b.put(path, data.clone()) {
+    match b.put(&path, data.clone()) {
         Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
         Err(e) => panic!("second upload of the same pack: {e}"),
     }
-    assert!(b.get(path, None).unwrap() == data);
-    b.delete(path).unwrap();
+    assert!(b.get(&path, None).unwrap() == data);
+    b.delete(&path).unwrap();
 }
 
 fn put_get_head(b: &dyn Backend) {
-    b.put("snapshots/aa", Bytes::from_static(b"hello")).unwrap();
+    let path = name_of(FileKind::Snapshot, b"hello");
+    b.put(&path, Bytes::from_static(b"hello")).unwrap();
+    assert_eq!(b.get(&path, None).unwrap(), Bytes::from_static(b"hello"));
+    assert_eq!(b.head(&path).unwrap(), Some(5));
     assert_eq!(
-        b.get("snapshots/aa", None).unwrap(),
-        Bytes::from_static(b"hello")
+        b.head(&name_of(FileKind::Snapshot, b"absent")).unwrap(),
+        None
     );
-    assert_eq!(b.head("snapshots/aa").unwrap(), Some(5));
-    assert_eq!(b.head("snapshots/zz").unwrap(), None);
-    b.put("empty/e", Bytes::new()).unwrap();
-    assert_eq!(b.get("empty/e", None).unwrap().len(), 0);
+    let empty = name_of(FileKind::Index, b"");
+    b.put(&empty, Bytes::new()).unwrap();
+    assert_eq!(b.get(&empty, None).unwrap().len(), 0);
+    assert_eq!(b.head(&empty).unwrap(), Some(0));
 }
 
 fn create_only(b: &dyn Backend) {
-    b.put("keys/k", Bytes::from_static(b"one")).unwrap();
-    let e = b.put("keys/k", Bytes::from_static(b"two")).unwrap_err();
+    b.put("config", Bytes::from_static(b"one")).unwrap();
+    let e = b.put("config", Bytes::from_static(b"two")).unwrap_err();
     assert!(matches!(e, BackendError::AlreadyExists { .. }), "{e}");
     assert_eq!(
-        b.get("keys/k", None).unwrap(),
+        b.get("config", None).unwrap(),
         Bytes::from_static(b"one"),
         "never overwritten"
     );
+    let key = name_of(FileKind::Key, b"{}");
+    b.put(&key, Bytes::from_static(b"{}")).unwrap();
+    let e = b.put(&key, Bytes::from_static(b"{}")).unwrap_err();
+    assert!(matches!(e, BackendError::AlreadyExists { .. }), "{e}");
 }
 
 fn ranges(b: &dyn Backend) {
     let data: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
-    b.put("data/ab/abcd", Bytes::from(data.clone())).unwrap();
-    assert_eq!(b.get("data/ab/abcd", Some(10..20)).unwrap(), &data[10..20]);
+    let path = name_of(FileKind::Pack, &data);
+    b.put(&path, Bytes::from(data.clone())).unwrap();
+    assert_eq!(b.get(&path, Some(10..20)).unwrap(), &data[10..20]);
     assert_eq!(
-        b.get("data/ab/abcd", Some(99_990..100_000)).unwrap(),
+        b.get(&path, Some(99_990..100_000)).unwrap(),
         &data[99_990..]
     );
-    assert_eq!(b.get("data/ab/abcd", None).unwrap(), data);
+    assert_eq!(b.get(&path, None).unwrap(), data);
 }
 
 fn listing(b: &dyn Backend) {
-    for i in 0..30 {
-        b.put(&format!("index/{i:03}"), Bytes::from(vec![0u8; i]))
-            .unwrap();
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut names = BTreeMap::new();
+    for i in 1..=30usize {
+        let data = vec![i as u8; i];
+        let path = name_of(FileKind::Index, &data);
+        b.put(&path, Bytes::from(data)).unwrap();
+        names.insert(path, i as u64);
     }
     let mut seen = BTreeMap::new();
     b.list("index/", &mut |o| {
+        let mtime = o.mtime.expect("listings carry the storage's mtime");
+        assert!(mtime > before, "{:?}", o.mtime);
         seen.insert(o.path, o.size);
     })
     .unwrap();
-    assert_eq!(seen.len(), 30);
-    assert_eq!(seen.get("index/007"), Some(&7));
+    assert_eq!(seen.len(), 31, "30 and the empty one of put_get_head");
+    for (path, size) in &names {
+        assert_eq!(seen.get(path), Some(size), "{path}");
+    }
     let mut packs = Vec::new();
     b.list("data/", &mut |o| packs.push(o.path)).unwrap();
+    let data: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     assert_eq!(
         packs,
-        vec!["data/ab/abcd".to_string()],
+        vec![name_of(FileKind::Pack, &data)],
         "nested names are listed"
     );
     let mut none = 0;
-    b.list("nothing-here/", &mut |_| none += 1).unwrap();
+    b.list("condemned/", &mut |_| none += 1).unwrap();
     assert_eq!(none, 0);
 }
 
 fn delete_and_missing(b: &dyn Backend) {
-    b.put("locks/l", Bytes::from_static(b"x")).unwrap();
-    b.delete("locks/l").unwrap();
-    assert_eq!(b.head("locks/l").unwrap(), None);
-    let e = b.get("locks/l", None).unwrap_err();
-    assert!(matches!(e, BackendError::NotFound { .. }));
-    assert!(
-        e.to_string().contains("locks/l"),
-        "errors name the object: {e}"
-    );
+    let path = name_of(FileKind::Lock, b"x");
+    b.put(&path, Bytes::from_static(b"x")).unwrap();
+    b.delete(&path).unwrap();
+    assert_eq!(b.head(&path).unwrap(), None);
+    let e = b.get(&path, None).unwrap_err();
+    assert!(matches!(e, BackendError::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains(&path), "errors name the object: {e}");
 }
 
 #[cfg(test)]

@@ -131,6 +131,10 @@ impl<B: Backend> Backend for Limited<B> {
         self.inner.parallelism()
     }
 
+    fn access(&self) -> Result<super::Access, BackendError> {
+        self.inner.access()
+    }
+
     fn remove_stale_temporaries(
         &self,
         before: std::time::SystemTime,

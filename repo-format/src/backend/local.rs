@@ -166,14 +166,15 @@ impl Backend for LocalBackend {
                 continue;
             }
             let rel = self.name_of(entry.path());
-            let size = entry
-                .metadata()
-                .map_err(|e| BackendError::Other {
-                    path: rel.clone(),
-                    message: e.to_string(),
-                })?
-                .len();
-            f(ObjectInfo { path: rel, size });
+            let meta = entry.metadata().map_err(|e| BackendError::Other {
+                path: rel.clone(),
+                message: e.to_string(),
+            })?;
+            f(ObjectInfo {
+                path: rel,
+                size: meta.len(),
+                mtime: meta.modified().ok(),
+            });
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod io;
 pub mod limit;
 mod local;
 mod objstore;
+pub mod rest;
 pub mod retry;
 pub mod spool;
 
@@ -23,6 +24,7 @@ pub use limit::{Limited, RateLimit};
 
 pub use local::LocalBackend;
 pub use objstore::{Multipart, ObjectStoreBackend};
+pub use rest::{RestAuth, RestBackend};
 pub use retry::{Retry, RetryPolicy};
 pub use spool::{Spool, Spooled};
 
@@ -39,8 +41,12 @@ pub enum FileKind {
     Index,
     /// `data/<2 hex>/<id>`
     Pack,
-    /// `locks/<id>`: a running backup's or prune's lock (see [`crate::lock`]).
+    /// `locks/<id>`: a running backup's lock, or an older writer's prune lock (see
+    /// [`crate::lock`]).
     Lock,
+    /// `exclusive-locks/<id>`: a prune's or index repair's lock, in a place of its own so that
+    /// a repository server can let only admin clients write it.
+    ExclusiveLock,
     /// `condemned/<id>`: packs a prune has set aside for deletion (see [`crate::condemned`]).
     Condemned,
 }
@@ -55,9 +61,22 @@ impl FileKind {
             FileKind::Index => "index/",
             FileKind::Pack => "data/",
             FileKind::Lock => "locks/",
+            FileKind::ExclusiveLock => "exclusive-locks/",
             FileKind::Condemned => "condemned/",
         }
     }
+
+    /// Every kind, in the order of the layout (`docs/design.md` §2).
+    pub const ALL: [FileKind; 8] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Pack,
+        FileKind::Lock,
+        FileKind::ExclusiveLock,
+        FileKind::Condemned,
+    ];
 
     /// The object name of `id`.
     pub fn path(self, id: &Id) -> String {
@@ -86,6 +105,31 @@ pub struct ObjectInfo {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the storage last modified it, by the storage's own clock, where it says.
+    pub mtime: Option<std::time::SystemTime>,
+}
+
+/// What a backend lets this process do: everything, or less when a repository server
+/// fronts the storage and this client's token has a narrower role (`docs/design.md` §16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// List and read only.
+    Read,
+    /// Read, store new objects, and remove only its own locks.
+    Append,
+    /// Everything.
+    Full,
+}
+
+impl Access {
+    /// The role's name as the server spells it (`read`, `append`, `admin`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Append => "append",
+            Access::Full => "admin",
+        }
+    }
 }
 
 /// A storage failure, naming the object.
@@ -164,6 +208,13 @@ pub trait Backend: Send + Sync {
     fn put(&self, path: &str, data: Bytes) -> Result<(), BackendError>;
     /// Removes an object.
     fn delete(&self, path: &str) -> Result<(), BackendError>;
+
+    /// What this process may do here. Direct storage allows everything; a repository server
+    /// says which role the client's token has, so a command that needs more can stop before
+    /// it writes anything.
+    fn access(&self) -> Result<Access, BackendError> {
+        Ok(Access::Full)
+    }
 
     /// Requests in flight that suit this storage when the host configures none.
     fn parallelism(&self) -> Parallelism {

@@ -249,6 +249,7 @@ impl Backend for ObjectStoreBackend {
                 f(ObjectInfo {
                     path: self.relative(&meta.location),
                     size: meta.size,
+                    mtime: Some(meta.last_modified.into()),
                 });
             }
             if last {

@@ -147,6 +147,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.inner.parallelism()
     }
 
+    fn access(&self) -> Result<super::Access, BackendError> {
+        self.inner.access()
+    }
+
     fn remove_stale_temporaries(
         &self,
         before: std::time::SystemTime,

@@ -1,0 +1,863 @@
+//! `cairn server` as a real process over real TLS: the backend conformance suite through the
+//! `rest:` backend, the role table, names, receipts and limits over raw HTTP, stalled and
+//! killed uploads, reloading tokens and certificates after a symlink swap, and the `cairn`
+//! commands through the server with tokens of each role.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_e2e::server::{
+    ADMIN, APPEND, APPEND2, NS1_ADMIN, NS1_APPEND, Options, READ, Server, TestPki, plain_get,
+};
+use cairn_e2e::*;
+use cairn_repo_format::Id;
+use cairn_repo_format::backend::{Access, Backend, RestAuth, RestBackend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn id_of(data: &[u8]) -> String {
+    Id::of_stored(data).to_hex()
+}
+
+/// Polls `f` until it is true, or panics after `secs` naming `what`.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One answer.
+struct Resp {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// An HTTP client trusting the server's CA.
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    fn new(server: &Server) -> Http {
+        Http::with_ca(&server.base, &std::fs::read(server.ca()).unwrap())
+    }
+
+    fn with_ca(base: &str, ca_pem: &[u8]) -> Http {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Http {
+            rt,
+            client,
+            base: base.to_string(),
+        }
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp, reqwest::Error> {
+        self.rt.block_on(async {
+            let mut r = self.client.request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            );
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            if let Some(b) = body {
+                r = r.body(b);
+            }
+            let resp = r.send().await?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await?.to_vec();
+            Ok(Resp {
+                status,
+                headers,
+                body,
+            })
+        })
+    }
+
+    fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Resp {
+        self.send(method, path, token, body, &[])
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    fn status(&self, method: &str, path: &str, token: &str, body: Option<Vec<u8>>) -> u16 {
+        self.req(method, path, Some(token), body).status
+    }
+}
+
+fn rest(server: &Server, prefix: &str, token: &str) -> RestBackend {
+    let url = format!("{}/{}", server.base, prefix);
+    RestBackend::new(
+        &url,
+        &RestAuth {
+            token: Some(token.into()),
+            token_file: None,
+            cacert: Some(server.ca()),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn rest_backend_conforms_through_a_real_server() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let b = rest(&server, "", ADMIN);
+    assert_eq!(b.access().unwrap(), Access::Full);
+    cairn_repo_format::backend::conformance::run_all(&b);
+    // Under a prefix as well, and nothing of it lands outside that prefix.
+    let ns = rest(&server, "ns1/deeper", NS1_ADMIN);
+    cairn_repo_format::backend::conformance::run_all(&ns);
+    let stray: Vec<String> = files(&storage)
+        .into_iter()
+        .filter(|f| f.contains(".tmp-"))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+    assert!(storage.join("ns1/deeper/config").is_file());
+    assert!(
+        !ns.location().contains("token"),
+        "the location names no token"
+    );
+}
+
+#[test]
+fn roles_names_receipts_and_limits_over_real_http() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let server = Server::start(
+        &storage,
+        &base.path().join("srv"),
+        Options {
+            extra: vec!["--max-size".into(), "64K".into()],
+            ..Default::default()
+        },
+    );
+    let h = Http::new(&server);
+
+    // Role discovery and authentication.
+    let r = h.req("GET", "/", Some(APPEND), None);
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["role"], "append");
+    assert_eq!(h.req("GET", "/", None, None).status, 401);
+    assert_eq!(h.status("GET", "/", "not-a-token-at-all-0000", None), 401);
+    let r = h.req("GET", "/ns1/x/", Some(NS1_APPEND), None);
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (v["role"].as_str(), v["prefix"].as_str()),
+        (Some("append"), Some("ns1/x"))
+    );
+
+    // Config: admin creates it once; nobody overwrites it.
+    assert_eq!(
+        h.status("POST", "/config", APPEND, Some(b"cfg".to_vec())),
+        403
+    );
+    assert_eq!(
+        h.status("POST", "/config", ADMIN, Some(b"cfg".to_vec())),
+        201
+    );
+    assert_eq!(
+        h.status("POST", "/config", ADMIN, Some(b"other".to_vec())),
+        409
+    );
+    assert_eq!(h.req("GET", "/config", Some(READ), None).body, b"cfg");
+
+    // Read cannot create; append creates snapshots, index files, packs and locks.
+    let snap = b"sealed snapshot".to_vec();
+    let snap_path = format!("/snapshots/{}", id_of(&snap));
+    assert_eq!(h.status("POST", &snap_path, READ, Some(snap.clone())), 403);
+    assert_eq!(
+        h.status("POST", &snap_path, APPEND, Some(snap.clone())),
+        201
+    );
+    assert_eq!(
+        h.status("POST", &snap_path, APPEND, Some(snap.clone())),
+        409
+    );
+    assert_eq!(h.req("GET", &snap_path, Some(READ), None).body, snap);
+    let head = h.req("HEAD", &snap_path, Some(READ), None);
+    assert_eq!(
+        head.headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(snap.len().to_string().as_str())
+    );
+    let pack: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let pid = id_of(&pack);
+    let pack_path = format!("/data/{}/{pid}", &pid[..2]);
+    assert_eq!(
+        h.status("POST", &pack_path, APPEND, Some(pack.clone())),
+        201
+    );
+    // One range: 206, or 416 when it cannot be served.
+    let r = h
+        .send(
+            "GET",
+            &pack_path,
+            Some(READ),
+            None,
+            &[("range", "bytes=10-19")],
+        )
+        .unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (206, &pack[10..20]));
+    let r = h
+        .send(
+            "GET",
+            &pack_path,
+            Some(READ),
+            None,
+            &[("range", "bytes=6000-")],
+        )
+        .unwrap();
+    assert_eq!(r.status, 416);
+
+    // Append deletes no snapshots, index files or packs, and writes no condemned lists,
+    // exclusive locks or keys.
+    assert_eq!(h.status("DELETE", &snap_path, APPEND, None), 403);
+    assert_eq!(h.status("DELETE", &pack_path, APPEND, None), 403);
+    for kind in ["condemned", "exclusive-locks", "keys"] {
+        let body = format!("{kind} object").into_bytes();
+        let p = format!("/{kind}/{}", id_of(&body));
+        assert_eq!(
+            h.status("POST", &p, APPEND, Some(body.clone())),
+            403,
+            "{kind}"
+        );
+        assert_eq!(h.status("POST", &p, ADMIN, Some(body)), 201, "{kind}");
+        assert_eq!(h.status("DELETE", &p, APPEND, None), 403, "{kind}");
+    }
+
+    // Locks: the creator gets a receipt and deletes with it; nobody else can.
+    let lock = b"sealed lock".to_vec();
+    let lock_path = format!("/locks/{}", id_of(&lock));
+    let r = h.req("POST", &lock_path, Some(APPEND), Some(lock.clone()));
+    assert_eq!(r.status, 201);
+    let receipt = r.headers["cairn-lock-receipt"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(h.status("DELETE", &lock_path, APPEND2, None), 403);
+    let forged = "0".repeat(64);
+    let r = h
+        .send(
+            "DELETE",
+            &lock_path,
+            Some(APPEND2),
+            None,
+            &[("cairn-lock-receipt", &forged)],
+        )
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let r = h
+        .send(
+            "DELETE",
+            &lock_path,
+            Some(APPEND),
+            None,
+            &[("cairn-lock-receipt", &receipt)],
+        )
+        .unwrap();
+    assert_eq!(r.status, 204);
+    // A receipt is for one lock only.
+    let other = b"another lock".to_vec();
+    let other_path = format!("/locks/{}", id_of(&other));
+    assert_eq!(
+        h.status("POST", &other_path, APPEND2, Some(other.clone())),
+        201
+    );
+    let r = h
+        .send(
+            "DELETE",
+            &other_path,
+            Some(APPEND),
+            None,
+            &[("cairn-lock-receipt", &receipt)],
+        )
+        .unwrap();
+    assert_eq!(r.status, 403);
+    // Admin deletes any lock.
+    assert_eq!(h.status("DELETE", &other_path, ADMIN, None), 204);
+    assert_eq!(h.status("DELETE", &other_path, ADMIN, None), 404);
+    // Locks are at most 4 KiB.
+    let big = vec![7u8; 5000];
+    assert_eq!(
+        h.status(
+            "POST",
+            &format!("/locks/{}", id_of(&big)),
+            APPEND,
+            Some(big)
+        ),
+        413
+    );
+
+    // Bad names: 400, and nothing reaches the storage.
+    let before = files(&storage);
+    let good = id_of(b"x");
+    for p in [
+        "/../config".to_string(),
+        "/%2e%2e/config".into(),
+        format!("/snapshots/{}", good.to_uppercase()),
+        format!("/data/00/{good}"),
+        format!("/data/{good}"),
+        format!("/snapshots/{good}/extra"),
+        format!("/snapshots/{}", &good[..60]),
+        format!("/nonsense/{good}"),
+        "/ns1//config".into(),
+    ] {
+        assert_eq!(raw_status(&server, "POST", &p, ADMIN, b"x"), 400, "{p}");
+    }
+    // A body whose BLAKE3 is not its name: 400, nothing stored.
+    let liar = format!("/snapshots/{}", id_of(b"what the name says"));
+    assert_eq!(
+        h.status("POST", &liar, ADMIN, Some(b"other bytes".to_vec())),
+        400
+    );
+    assert_eq!(h.status("GET", &liar, ADMIN, None), 404);
+    assert_eq!(files(&storage), before, "nothing reached the storage");
+
+    // Prefixes stop at segment boundaries.
+    let b = b"ns".to_vec();
+    let p = format!("snapshots/{}", id_of(&b));
+    assert_eq!(
+        h.status("POST", &format!("/ns1/{p}"), NS1_APPEND, Some(b.clone())),
+        201
+    );
+    assert_eq!(
+        h.status(
+            "POST",
+            &format!("/ns1/sub/{p}"),
+            NS1_APPEND,
+            Some(b.clone())
+        ),
+        201
+    );
+    assert_eq!(
+        h.status("POST", &format!("/ns10/{p}"), NS1_APPEND, Some(b.clone())),
+        403
+    );
+    assert_eq!(
+        h.status("POST", &format!("/{p}"), NS1_APPEND, Some(b.clone())),
+        403
+    );
+    assert_eq!(
+        h.status("GET", &format!("/ns1/{p}"), READ, None),
+        403,
+        "a root token reaches only the root"
+    );
+
+    // Listings: name, size and the storage's mtime.
+    let r = h.req("GET", "/snapshots/", Some(READ), None);
+    assert_eq!(r.status, 200);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], id_of(&snap));
+    assert_eq!(list[0]["size"], snap.len());
+    assert!(list[0]["mtime"].as_str().unwrap().ends_with('Z'));
+
+    // The last key is never deleted, not even by admin.
+    let keys: Vec<serde_json::Value> =
+        serde_json::from_slice(&h.req("GET", "/keys/", Some(ADMIN), None).body).unwrap();
+    assert_eq!(keys.len(), 1);
+    let key_path = format!("/keys/{}", keys[0]["name"].as_str().unwrap());
+    assert_eq!(h.status("DELETE", &key_path, ADMIN, None), 403);
+
+    // --max-size 64K: past it, 507 for append; admin is exempt.
+    let filler: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+    let fid = id_of(&filler);
+    assert_eq!(
+        h.status(
+            "POST",
+            &format!("/data/{}/{fid}", &fid[..2]),
+            APPEND,
+            Some(filler.clone())
+        ),
+        507
+    );
+    assert_eq!(
+        h.status(
+            "POST",
+            &format!("/data/{}/{fid}", &fid[..2]),
+            ADMIN,
+            Some(filler)
+        ),
+        201
+    );
+    let small = b"small".to_vec();
+    assert_eq!(
+        h.status(
+            "POST",
+            &format!("/index/{}", id_of(&small)),
+            APPEND,
+            Some(small)
+        ),
+        507,
+        "the repository is past the limit now"
+    );
+    // A token of another repository is not held back by this one's size.
+    let other_repo = b"elsewhere".to_vec();
+    assert_eq!(
+        h.status(
+            "POST",
+            &format!("/ns1/index/{}", id_of(&other_repo)),
+            NS1_APPEND,
+            Some(other_repo)
+        ),
+        201
+    );
+    // Admin deletes what append may not.
+    assert_eq!(h.status("DELETE", &snap_path, ADMIN, None), 204);
+    assert!(
+        !server.log_text().contains(APPEND),
+        "tokens never appear in the log"
+    );
+}
+
+/// A TLS connection made by hand, for clients that misbehave.
+async fn raw_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(server.ca()).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Sends one request exactly as written (no client normalises the path) and returns the
+/// status.
+fn raw_status(server: &Server, method: &str, path: &str, token: &str, body: &[u8]) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = raw_tls(server).await;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(body).await.unwrap();
+        c.flush().await.unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no answer to {method} {path}: {text:?}"))
+    })
+}
+
+/// Reads until the peer closes; returns how long that took, or `None` if it stayed open
+/// for `limit`.
+async fn until_closed(
+    s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[test]
+fn stalled_clients_are_dropped_while_others_are_served() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let server = Server::start(
+        &storage,
+        &base.path().join("srv"),
+        Options {
+            extra: vec!["--idle-timeout".into(), "2".into()],
+            ..Default::default()
+        },
+    );
+    let h = Http::new(&server);
+    let body = vec![3u8; 100_000];
+    let id = id_of(&body);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut slow_headers, mut stalled_body) = rt.block_on(async {
+        let mut a = raw_tls(&server).await;
+        a.write_all(b"GET /snapshots/ HTTP/1.1\r\nHost: x\r\nAuthor")
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        let mut b = raw_tls(&server).await;
+        let head = format!(
+            "POST /index/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        b.write_all(head.as_bytes()).await.unwrap();
+        b.write_all(&body[..1000]).await.unwrap();
+        b.flush().await.unwrap();
+        (a, b)
+    });
+    // Meanwhile, everyone else is served at once.
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(h.status("GET", "/snapshots/", READ, None), 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    rt.block_on(async {
+        let a = until_closed(&mut slow_headers, Duration::from_secs(20)).await;
+        assert!(a.is_some(), "a client sending headers slowly is dropped");
+        let b = until_closed(&mut stalled_body, Duration::from_secs(20)).await;
+        assert!(b.is_some(), "a client that stopped mid-body is dropped");
+    });
+    // A fresh client: the old one's pooled connection went idle past the timeout too.
+    let h = Http::new(&server);
+    assert_eq!(h.status("GET", &format!("/index/{id}"), READ, None), 404);
+    assert!(
+        files(&storage).iter().all(|f| !f.contains(".tmp-")),
+        "{:?}",
+        files(&storage)
+    );
+}
+
+#[test]
+fn a_server_killed_mid_upload_leaves_no_object_and_cleans_up_at_start() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let mut server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let body: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+    let id = id_of(&body);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _conn = rt.block_on(async {
+        let mut c = raw_tls(&server).await;
+        let head = format!(
+            "POST /data/{}/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {APPEND}\r\nContent-Length: {}\r\n\r\n",
+            &id[..2],
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&body[..2_000_000]).await.unwrap();
+        c.flush().await.unwrap();
+        c
+    });
+    wait_for(20, "the upload's temporary file", || {
+        files(&storage).iter().any(|f| f.contains(".tmp-"))
+    });
+    server.kill();
+    let object = storage.join(format!("data/{}/{id}", &id[..2]));
+    assert!(!object.exists(), "no partial object");
+    assert!(files(&storage).iter().any(|f| f.contains(".tmp-")));
+    server.restart();
+    assert!(
+        files(&storage).iter().all(|f| !f.contains(".tmp-")),
+        "the restarted server removed its temporaries: {:?}",
+        files(&storage)
+    );
+    assert!(!object.exists());
+}
+
+/// Points the symlink `dir/..data` at `dir/target` atomically, as a Secret volume does.
+fn swap_data(dir: &Path, target: &str) {
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+#[test]
+fn tokens_and_certificate_reload_after_a_symlink_swap() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let srv = base.path().join("srv");
+    std::fs::create_dir_all(srv.join("v1")).unwrap();
+    std::fs::create_dir_all(srv.join("v2")).unwrap();
+    let pki1 = TestPki::new("first CA");
+    let pki2 = TestPki::new("second CA");
+    let new_token = "rotated-admin-token-0123456789";
+    std::fs::write(srv.join("v1/tokens"), format!("{ADMIN} admin\n")).unwrap();
+    std::fs::write(srv.join("v2/tokens"), format!("{new_token} admin\n")).unwrap();
+    for (v, pki) in [("v1", &pki1), ("v2", &pki2)] {
+        std::fs::write(srv.join(v).join("tls.crt"), &pki.cert_pem).unwrap();
+        std::fs::write(srv.join(v).join("tls.key"), &pki.key_pem).unwrap();
+    }
+    std::fs::write(srv.join("ca.pem"), &pki1.ca_pem).unwrap();
+    swap_data(&srv, "v1");
+    for f in ["tokens", "tls.crt", "tls.key"] {
+        std::os::unix::fs::symlink(format!("..data/{f}"), srv.join(f)).unwrap();
+    }
+    let server = Server::start(&storage, &srv, Options::default());
+    let old_ca = Http::new(&server);
+    assert_eq!(old_ca.status("GET", "/", ADMIN, None), 200);
+    let new_ca = Http::with_ca(&server.base, pki2.ca_pem.as_bytes());
+    assert!(new_ca.send("GET", "/", Some(ADMIN), None, &[]).is_err());
+
+    swap_data(&srv, "v2");
+    wait_for(
+        30,
+        "the new certificate and tokens",
+        || matches!(new_ca.send("GET", "/", Some(new_token), None, &[]), Ok(r) if r.status == 200),
+    );
+    assert_eq!(
+        new_ca.status("GET", "/", ADMIN, None),
+        401,
+        "the old token is gone"
+    );
+    // New connections no longer trust the old CA's view of the server.
+    let fresh_old = Http::with_ca(&server.base, pki1.ca_pem.as_bytes());
+    assert!(
+        fresh_old
+            .send("GET", "/", Some(new_token), None, &[])
+            .is_err()
+    );
+    assert!(server.log_text().contains("certificate reloaded"));
+    assert!(server.log_text().contains("tokens file reloaded"));
+}
+
+fn cairn_as(server: &Server, token: &str, args: &[&str]) -> Output {
+    let ca = server.ca().display().to_string();
+    let mut all = vec!["--cacert", ca.as_str()];
+    all.extend_from_slice(args);
+    run_cairn_with_env(
+        &all,
+        Some(PASSWORD),
+        RunAs::Me,
+        &[("CAIRN_SERVER_TOKEN".to_string(), token.to_string())],
+    )
+}
+
+#[test]
+fn cairn_commands_through_the_server_with_each_role() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let repo = server.location("");
+    let src = base.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("a.bin"), 3 << 20, 5);
+    write_file(&src.join("dir/b.txt"), b"through the server");
+
+    // Init needs admin: refused early for append, with a clear message.
+    let r = cairn_as(
+        &server,
+        APPEND,
+        &["-r", &repo, "init", "--kdf-memory", "64"],
+    );
+    r.failed_cleanly();
+    assert!(
+        r.stderr.contains("init needs the admin role") && r.stderr.contains("append"),
+        "{}",
+        r.stderr
+    );
+    assert!(files(&storage).is_empty(), "{:?}", files(&storage));
+    cairn_as(&server, ADMIN, &["-r", &repo, "init", "--kdf-memory", "64"]).success();
+
+    // Backup with an append token; its lock is gone afterwards (deleted with its receipt).
+    cairn_as(
+        &server,
+        APPEND,
+        &["-r", &repo, "backup", src.to_str().unwrap()],
+    )
+    .success();
+    cairn_as(
+        &server,
+        APPEND,
+        &["-r", &repo, "backup", src.to_str().unwrap()],
+    )
+    .success();
+    assert!(
+        files(&storage.join("locks")).is_empty(),
+        "{:?}",
+        files(&storage)
+    );
+    let r = cairn_as(
+        &server,
+        READ,
+        &["-r", &repo, "backup", src.to_str().unwrap()],
+    );
+    r.failed_cleanly();
+    assert!(
+        r.stderr.contains("backup needs the append role"),
+        "{}",
+        r.stderr
+    );
+
+    // Restore with a read token.
+    let out = base.path().join("out");
+    cairn_as(
+        &server,
+        READ,
+        &[
+            "-r",
+            &repo,
+            "restore",
+            "latest",
+            "--target",
+            out.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let restored = walk(&out)
+        .into_iter()
+        .find(|p| p.ends_with("a.bin"))
+        .expect("a.bin restored");
+    assert!(std::fs::read(restored).unwrap() == std::fs::read(src.join("a.bin")).unwrap());
+
+    // Forget with an append token: refused before anything is written.
+    let before = files(&storage);
+    let r = cairn_as(
+        &server,
+        APPEND,
+        &["-r", &repo, "forget", "--keep-last", "1"],
+    );
+    r.failed_cleanly();
+    assert!(
+        r.stderr.contains("forget needs the admin role") && r.stderr.contains("append role"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(files(&storage), before);
+    for cmd in [&["prune"][..], &["key", "add"][..]] {
+        let mut args = vec!["-r", repo.as_str()];
+        args.extend_from_slice(cmd);
+        let r = cairn_as(&server, APPEND, &args);
+        r.failed_cleanly();
+        assert!(r.stderr.contains("needs the admin role"), "{}", r.stderr);
+    }
+
+    // Admin forgets, prunes and checks every byte.
+    cairn_as(&server, ADMIN, &["-r", &repo, "forget", "--keep-last", "1"]).success();
+    cairn_as(&server, ADMIN, &["-r", &repo, "prune"]).success();
+    cairn_as(&server, ADMIN, &["-r", &repo, "check", "--read-data"]).success();
+    assert!(files(&storage.join("exclusive-locks")).is_empty());
+    let snaps = cairn_as(&server, READ, &["-r", &repo, "--json", "snapshots"]);
+    snaps.success();
+    let v: serde_json::Value = serde_json::from_str(&snaps.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+
+    // Metrics: valid exposition, counting what happened.
+    let (status, text) = plain_get(server.metrics.expect("metrics"), "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(
+            r#"cairn_server_requests_total{role="append",kind="data",op="create",code="201"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("cairn_server_repository_bytes{prefix=\"\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cairn_server_oldest_lock_age_seconds"),
+        "{text}"
+    );
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let o = p.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Err(e) => panic!("promtool is needed (scripts/test-services.sh installs it): {e}"),
+    }
+    assert_eq!(
+        plain_get(server.metrics.unwrap(), "/healthz").unwrap().0,
+        200
+    );
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let base = tempdir();
+    let mut server = Server::start(
+        &base.path().join("storage"),
+        &base.path().join("srv"),
+        Options::default(),
+    );
+    let status = server.terminate().expect("exit status");
+    assert!(status.success(), "{status:?}");
+    wait_for(10, "the shutdown log line", || {
+        server.log_text().contains("shutting down")
+    });
+}
