@@ -163,8 +163,8 @@ pub fn run(
             });
         }
     }
-    for (_, lock) in repo.locks()? {
-        if let Err(e) = lock {
+    for listed in repo.locks()? {
+        if let Err(e) = listed.lock {
             r.add(Event::from_repo_error(&e));
         }
     }

@@ -136,6 +136,16 @@ pub enum Event {
         /// What waits for it.
         waiting: String,
     },
+    /// An object claims a time (a snapshot's or a lock's) that the storage's own time of it
+    /// contradicts; the operation judged it by the storage's time.
+    TimeDisputed {
+        /// Its name in the repository.
+        object: String,
+        /// The time it claims (RFC 3339).
+        claimed: String,
+        /// When the storage says it was stored (RFC 3339).
+        stored: String,
+    },
     /// A temporary file that a killed writer left was removed.
     TemporaryRemoved {
         /// Its name in the repository.
@@ -166,7 +176,8 @@ impl Event {
             | Event::FileChanged { .. }
             | Event::NameCleaned { .. }
             | Event::PackUnindexed { .. }
-            | Event::LockWaited { .. } => Severity::Warning,
+            | Event::LockWaited { .. }
+            | Event::TimeDisputed { .. } => Severity::Warning,
             Event::TemporaryRemoved { .. } | Event::Step { .. } => Severity::Info,
         }
     }
@@ -270,6 +281,14 @@ impl fmt::Display for Event {
                 f,
                 "{waiting} waits for lock {} ({holder}, since {since})",
                 lock.short()
+            ),
+            Event::TimeDisputed {
+                object,
+                claimed,
+                stored,
+            } => write!(
+                f,
+                "{object} claims the time {claimed} but was stored at {stored}; judged by the time it was stored"
             ),
             Event::TemporaryRemoved { name } => write!(
                 f,

@@ -12,8 +12,16 @@
 //! * `tag`: every snapshot carrying all tags of any one of the listed tag sets.
 //!
 //! A count of -1 means unlimited.
+//!
+//! Two rules guard against writers that lie about time (a node holding an append token can
+//! store snapshots with any `time`, `docs/design.md` §16.5). [`judge`] replaces a snapshot's
+//! claimed time by the storage's own time of its object when the two differ by more than
+//! [`TIME_TRUST`], so backdated or future-dated snapshots cannot push real ones out of the
+//! periods. And the `within` rules measure from the group's newest snapshot or from now,
+//! whichever is earlier: a snapshot dated in the future cannot move that point, and every
+//! snapshot younger than D by the clock is kept (the floor).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use cairn_repo_format::Id;
@@ -189,13 +197,65 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Applies `policy` to one group. `group` must be sorted newest first; the result is parallel
-/// to it.
-pub fn apply<Tz: TimeZone>(group: &[(Id, Snapshot)], policy: &Policy, tz: &Tz) -> Vec<Decision> {
+/// How far a snapshot's claimed time may differ from the storage's time of its object
+/// before retention judges it by the storage's time.
+pub const TIME_TRUST: chrono::Duration = chrono::Duration::days(1);
+
+/// A snapshot whose claimed time the storage contradicts (see [`judge`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispute {
+    /// The snapshot.
+    pub id: Id,
+    /// The time it claims.
+    pub claimed: DateTime<Utc>,
+    /// The storage's time of its object, which retention uses instead.
+    pub stored: DateTime<Utc>,
+}
+
+/// The time retention judges a snapshot by: the one it `claimed`, unless the storage's time
+/// of its object (`stored`) differs from it by more than [`TIME_TRUST`].
+pub fn judged_time(claimed: DateTime<Utc>, stored: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match stored {
+        Some(at) if (claimed - at).abs() > TIME_TRUST => at,
+        _ => claimed,
+    }
+}
+
+/// Sets each snapshot's `time` to the one retention judges it by: its own, unless `stored`
+/// (the storage's time of each snapshot object, where the storage has one) differs from it by
+/// more than [`TIME_TRUST`]; then the stored time, and the snapshot is listed in the disputes.
+pub fn judge(
+    snapshots: &mut [(Id, Snapshot)],
+    stored: &HashMap<Id, DateTime<Utc>>,
+) -> Vec<Dispute> {
+    let mut disputes = Vec::new();
+    for (id, s) in snapshots.iter_mut() {
+        let Some(&at) = stored.get(id) else { continue };
+        if judged_time(s.time, Some(at)) != s.time {
+            disputes.push(Dispute {
+                id: *id,
+                claimed: s.time,
+                stored: at,
+            });
+            s.time = at;
+        }
+    }
+    disputes
+}
+
+/// Applies `policy` to one group at time `now`. `group` must be sorted newest first; the
+/// result is parallel to it.
+pub fn apply<Tz: TimeZone>(
+    group: &[(Id, Snapshot)],
+    policy: &Policy,
+    tz: &Tz,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
     let Some((_, newest)) = group.first() else {
         return Vec::new();
     };
-    let newest = newest.time;
+    // The `within` rules count back from here: never from a time in the future.
+    let newest = newest.time.min(now);
     let mut counts = policy.counts;
     let mut last: [Option<i64>; 6] = [None; 6];
     let mut last_within: [Option<i64>; 6] = [None; 6];
@@ -313,12 +373,13 @@ pub struct GroupResult {
     pub snapshots: Vec<(Id, Snapshot, Decision)>,
 }
 
-/// Groups `snapshots` and applies `policy` to each group.
+/// Groups `snapshots` and applies `policy` to each group at time `now`.
 pub fn plan<Tz: TimeZone>(
     snapshots: Vec<(Id, Snapshot)>,
     group_by: GroupBy,
     policy: &Policy,
     tz: &Tz,
+    now: DateTime<Utc>,
 ) -> Vec<GroupResult> {
     let mut groups: BTreeMap<String, Vec<(Id, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
@@ -328,7 +389,7 @@ pub fn plan<Tz: TimeZone>(
         .into_iter()
         .map(|(key, mut group)| {
             group.sort_by_key(|(id, s)| std::cmp::Reverse((s.time, *id)));
-            let decisions = apply(&group, policy, tz);
+            let decisions = apply(&group, policy, tz, now);
             GroupResult {
                 key,
                 snapshots: group
@@ -338,6 +399,26 @@ pub fn plan<Tz: TimeZone>(
                     .collect(),
             }
         })
+        .collect()
+}
+
+/// The groups (their keys) of which removing `remove` would leave no snapshot: forgetting a
+/// whole group takes the user's explicit word (`cairn forget --force`).
+pub fn emptied_groups(
+    snapshots: &[(Id, Snapshot)],
+    group_by: GroupBy,
+    remove: &HashSet<Id>,
+) -> Vec<String> {
+    let mut left: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, s) in snapshots {
+        let n = left.entry(group_by.key(s)).or_default();
+        if !remove.contains(id) {
+            *n += 1;
+        }
+    }
+    left.into_iter()
+        .filter(|(_, n)| *n == 0)
+        .map(|(key, _)| key)
         .collect()
 }
 

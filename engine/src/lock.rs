@@ -60,11 +60,12 @@ impl RepoLock {
         let guard = RepoLock::start(repo.clone(), lock.clone(), id);
         if kind == LockKind::Prune {
             let now = Utc::now();
-            for (other, l) in repo.locks()? {
-                let Ok(l) = l else { continue };
-                if other == id || l.kind != LockKind::Prune || l.is_stale(now) {
+            for listed in repo.locks()? {
+                let other = listed.id;
+                if other == id || !listed.is_live_prune(now) {
                     continue;
                 }
+                let Ok(l) = listed.lock else { continue };
                 // The earlier prune wins; ties go to the smaller id.
                 if (l.started, other) < (lock.started, id) {
                     return Err(LockError::PruneRunning {

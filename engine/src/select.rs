@@ -2,7 +2,7 @@
 //! (host, tag, label, path), and resolving `latest` or an id prefix to one snapshot.
 
 use cairn_repo_format::snapshot::Snapshot;
-use cairn_repo_format::{Id, RepoError, Repository};
+use cairn_repo_format::{FileKind, Id, RepoError, Repository};
 
 /// Snapshot filters; an empty list matches everything.
 #[derive(Clone, Debug, Default)]
@@ -55,7 +55,7 @@ pub enum SelectError {
     Repo(#[from] RepoError),
 }
 
-/// Every snapshot passing `filter`, oldest first. A snapshot object that cannot be read or
+/// Every snapshot passing `filter`, oldest first by the time retention judges it by. A snapshot object that cannot be read or
 /// opened (bit rot, a torn upload, a forged file) is left out and handed to `damaged`, so one
 /// bad object never hides the others; only a failure to list or reach the storage is an
 /// error.
@@ -65,16 +65,20 @@ pub fn list_with<S>(
     damaged: &mut dyn FnMut(Id, RepoError),
 ) -> Result<Vec<(Id, Snapshot)>, RepoError> {
     let mut out = Vec::new();
-    for id in repo.snapshot_ids()? {
+    for (id, stored) in repo.listed(FileKind::Snapshot)? {
         match repo.load_snapshot(&id) {
-            Ok(snap) if filter.matches(&snap) => out.push((id, snap)),
+            Ok(snap) if filter.matches(&snap) => {
+                out.push((crate::forget::judged_time(snap.time, stored), id, snap))
+            }
             Ok(_) => {}
             Err(e @ RepoError::Backend(_)) if !is_not_found(&e) => return Err(e),
             Err(e) => damaged(id, e),
         }
     }
-    out.sort_by_key(|(id, s)| (s.time, *id));
-    Ok(out)
+    // In the order retention judges them (`forget::judged_time`): a snapshot claiming a time
+    // far from when it was stored cannot make itself `latest` for ever.
+    out.sort_by_key(|(judged, id, _)| (*judged, *id));
+    Ok(out.into_iter().map(|(_, id, s)| (id, s)).collect())
 }
 
 /// A snapshot deleted between the listing and the read (a concurrent `forget`).
@@ -142,6 +146,13 @@ pub fn resolve<S>(
             }),
         };
     }
+    let id = resolve_id(repo, spec)?;
+    Ok((id, repo.load_snapshot(&id)?))
+}
+
+/// Resolves a unique id prefix to a stored snapshot object without reading it, so that one
+/// that cannot be read can still be named (and removed by `forget`).
+pub fn resolve_id<S>(repo: &Repository<S>, spec: &str) -> Result<Id, SelectError> {
     let lower = spec.to_ascii_lowercase();
     if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SelectError::Invalid(spec.into()));
@@ -156,7 +167,7 @@ pub fn resolve<S>(
             spec: spec.into(),
             hint: String::new(),
         }),
-        [id] => Ok((*id, repo.load_snapshot(id)?)),
+        [id] => Ok(*id),
         _ => Err(SelectError::Ambiguous(spec.into())),
     }
 }

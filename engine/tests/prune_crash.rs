@@ -114,7 +114,7 @@ fn killed_prune(backend: &Arc<dyn Backend>, at: Checkpoint) {
     assert!(
         locks
             .iter()
-            .any(|(_, l)| l.as_ref().is_ok_and(|l| l.kind == LockKind::Prune)),
+            .any(|l| l.lock.as_ref().is_ok_and(|l| l.kind == LockKind::Prune)),
         "{at:?}: a killed prune leaves its lock"
     );
 }
@@ -122,8 +122,8 @@ fn killed_prune(backend: &Arc<dyn Backend>, at: Checkpoint) {
 /// What `cairn unlock` does after a crash: every lock goes.
 fn unlock(backend: &Arc<dyn Backend>) {
     let repo = open(backend);
-    for (id, _) in repo.locks().unwrap() {
-        repo.remove_lock(&id).unwrap();
+    for l in repo.locks().unwrap() {
+        repo.remove_lock(&l.id).unwrap();
     }
 }
 

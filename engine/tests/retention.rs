@@ -5,7 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use cairn_engine::forget::{GroupBy, Period, Policy, Span, apply, plan};
+use std::collections::{HashMap, HashSet};
+
+use cairn_engine::forget::{
+    Dispute, GroupBy, Period, Policy, Span, TIME_TRUST, apply, emptied_groups, judge, plan,
+};
 use cairn_repo_format::Id;
 use cairn_repo_format::snapshot::Snapshot;
 use chrono::{DateTime, TimeZone, Utc};
@@ -45,12 +49,17 @@ fn history() -> Vec<(Id, Snapshot)> {
 
 fn kept(policy: &Policy) -> BTreeSet<DateTime<Utc>> {
     let h = history();
-    apply(&h, policy, &Utc)
+    apply(&h, policy, &Utc, now())
         .iter()
         .zip(&h)
         .filter(|(d, _)| d.keep)
         .map(|(_, (_, s))| s.time)
         .collect()
+}
+
+/// "Now" for the policies: a week after the history ends.
+fn now() -> DateTime<Utc> {
+    at(2026, 1, 8, 0)
 }
 
 fn set(times: impl IntoIterator<Item = DateTime<Utc>>) -> BTreeSet<DateTime<Utc>> {
@@ -209,7 +218,7 @@ fn reasons_say_which_rule_kept_a_snapshot() {
     let p = Policy::default()
         .keep(Period::Last, 1)
         .keep(Period::Daily, 2);
-    let d = apply(&h, &p, &Utc);
+    let d = apply(&h, &p, &Utc, now());
     assert_eq!(d[0].reasons, vec!["last", "daily"]);
     assert!(!d[1].keep, "same day as the newest, and last 1 is used up");
     assert_eq!(d[4].reasons, vec!["daily"], "Dec 30 18:00");
@@ -236,6 +245,7 @@ fn groups_apply_the_policy_separately() {
         by_host,
         &Policy::default().keep(Period::Last, 2),
         &Utc,
+        now(),
     );
     assert_eq!(groups.len(), 2);
     for g in &groups {
@@ -247,7 +257,13 @@ fn groups_apply_the_policy_separately() {
         );
     }
     let one: GroupBy = "".parse().unwrap();
-    let groups = plan(all, one, &Policy::default().keep(Period::Last, 2), &Utc);
+    let groups = plan(
+        all,
+        one,
+        &Policy::default().keep(Period::Last, 2),
+        &Utc,
+        now(),
+    );
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].snapshots.iter().filter(|s| s.2.keep).count(), 2);
 }
@@ -260,4 +276,114 @@ fn bad_policy_values_are_refused_with_the_format() {
     }
     assert!("host,color".parse::<GroupBy>().is_err());
     assert_eq!("1y6m2d3h".parse::<Span>().unwrap().to_string(), "1y6m2d3h");
+}
+
+/// The ids of the kept snapshots.
+fn kept_ids(group: &[(Id, Snapshot)], policy: &Policy, now: DateTime<Utc>) -> BTreeSet<Id> {
+    apply(group, policy, &Utc, now)
+        .iter()
+        .zip(group)
+        .filter(|(d, _)| d.keep)
+        .map(|(_, (id, _))| *id)
+        .collect()
+}
+
+fn id(n: u8) -> Id {
+    Id([n; 32])
+}
+
+#[test]
+fn claimed_times_the_storage_contradicts_are_judged_by_the_storage() {
+    // Three real daily snapshots, stored when they say; then a writer with an append token
+    // stores ten snapshots on one day, claiming the ten days after them (the future), and two
+    // claiming the days before (the past).
+    let real: Vec<(Id, Snapshot)> = (1..=3u8)
+        .map(|d| (id(d), snap(at(2025, 12, 28 + d as u32, 12), &[], "n")))
+        .collect();
+    let mut stored: HashMap<Id, DateTime<Utc>> = real.iter().map(|(id, s)| (*id, s.time)).collect();
+    let mut all = real.clone();
+    for k in 0..12u8 {
+        let claimed = if k < 10 {
+            at(2026, 1, 2 + k as u32, 12)
+        } else {
+            at(2025, 6, 1 + k as u32, 12)
+        };
+        let fake = id(100 + k);
+        all.push((fake, snap(claimed, &[], "n")));
+        stored.insert(
+            fake,
+            at(2025, 12, 31, 13) + chrono::Duration::minutes(k as i64),
+        );
+    }
+    // Trusting the claims, --keep-daily 3 keeps only forged snapshots.
+    let mut trusting = all.clone();
+    trusting.sort_by_key(|(id, s)| std::cmp::Reverse((s.time, *id)));
+    let policy = Policy::default().keep(Period::Daily, 3);
+    assert!(
+        kept_ids(&trusting, &policy, now())
+            .iter()
+            .all(|i| i.0[0] >= 100)
+    );
+
+    let disputes = judge(&mut all, &stored);
+    assert_eq!(disputes.len(), 12, "every forged snapshot is named");
+    assert!(disputes.contains(&Dispute {
+        id: id(100),
+        claimed: at(2026, 1, 2, 12),
+        stored: at(2025, 12, 31, 13),
+    }));
+    all.sort_by_key(|(id, s)| std::cmp::Reverse((s.time, *id)));
+    let kept = kept_ids(&all, &policy, now());
+    // Judged by the storage, the forgeries all fall on 2025-12-31 and keep one slot.
+    assert!(kept.contains(&id(1)) && kept.contains(&id(2)), "{kept:?}");
+    assert_eq!(kept.iter().filter(|i| i.0[0] >= 100).count(), 1);
+
+    // Within a day the claim stands (a clock a little off, or a slow upload).
+    let mut near = vec![(id(9), snap(at(2025, 12, 31, 0), &[], "n"))];
+    let stored_near = HashMap::from([(id(9), at(2025, 12, 31, 0) + TIME_TRUST)]);
+    assert!(judge(&mut near, &stored_near).is_empty());
+    assert_eq!(near[0].1.time, at(2025, 12, 31, 0));
+}
+
+#[test]
+fn keep_within_counts_from_now_when_the_newest_claims_the_future() {
+    let h = history();
+    let within = Policy {
+        within: Some("2d".parse().unwrap()),
+        ..Policy::default()
+    };
+    // A snapshot dated a year ahead, unchallenged (the storage gave no time).
+    let mut forged = vec![(id(200), snap(at(2027, 1, 1, 0), &[], "node-a"))];
+    forged.extend(h.iter().cloned());
+    // Now is the history's last snapshot plus 6 hours: the last two days are kept.
+    let now = at(2026, 1, 1, 0);
+    let kept = kept_ids(&forged, &within, now);
+    let expect: BTreeSet<Id> = forged
+        .iter()
+        .filter(|(_, s)| s.time > at(2025, 12, 30, 0))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(kept, expect);
+    assert_eq!(
+        kept.len(),
+        1 + 7,
+        "the forgery and the seven snapshots of the last two days"
+    );
+}
+
+#[test]
+fn removing_every_snapshot_of_a_group_is_detected() {
+    let a1 = (id(1), snap(at(2025, 1, 1, 0), &[], "node-a"));
+    let a2 = (id(2), snap(at(2025, 1, 2, 0), &[], "node-a"));
+    let b1 = (id(3), snap(at(2025, 1, 1, 0), &[], "node-b"));
+    let all = vec![a1, a2, b1];
+    let by_host: GroupBy = "host".parse().unwrap();
+    let none: HashSet<Id> = HashSet::new();
+    assert!(emptied_groups(&all, by_host, &none).is_empty());
+    let one_of_a = HashSet::from([id(1)]);
+    assert!(emptied_groups(&all, by_host, &one_of_a).is_empty());
+    let all_of_a = HashSet::from([id(1), id(2)]);
+    assert_eq!(emptied_groups(&all, by_host, &all_of_a), ["host node-a"]);
+    let everything = HashSet::from([id(1), id(2), id(3)]);
+    assert_eq!(emptied_groups(&all, by_host, &everything).len(), 2);
 }

@@ -1,5 +1,5 @@
 //! Fuzz target: lock payloads (JSON), as `Repository::locks` parses them after opening the
-//! sealed object, then judges their staleness (prune and unlock do). Checks: decode → encode
+//! sealed object, then judges their staleness by their claimed and stored times (prune and unlock do). Checks: decode → encode
 //! → decode is the identity; staleness never panics, whatever the times.
 #![no_main]
 
@@ -23,7 +23,13 @@ fuzz_target!(|data: &[u8]| {
         lock.time,
         lock.started,
     ] {
-        let _ = lock.is_stale(now);
+        for stored in [None, Some(now), Some(DateTime::<Utc>::MIN_UTC), Some(lock.time)] {
+            let _ = lock.is_stale(now, stored);
+        }
+        let _ = lock.claims_future(now);
     }
-    assert!(!lock.is_stale(lock.time), "a lock is fresh when written");
+    assert!(
+        !lock.is_stale(lock.time, Some(lock.time)),
+        "a lock is fresh when written"
+    );
 });

@@ -25,4 +25,6 @@ pub mod tree;
 pub use backend::{Backend, BackendError, FileKind, ObjectStoreBackend};
 pub use blob::BlobType;
 pub use id::Id;
-pub use repository::{Indexed, KeyRemoveError, LockHealth, Opened, RepoError, Repository};
+pub use repository::{
+    Indexed, KeyRemoveError, ListedLock, LockHealth, Opened, RepoError, Repository,
+};

@@ -2,9 +2,11 @@
 //! order of things right: [`Repository::open`] gives a repository that can read snapshots and
 //! keys; only [`Repository::load_index`] gives one that can read blobs or back up.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::backend::{Backend, BackendError, FileKind};
 use crate::blob::{BlobError, BlobType, open_blob};
@@ -190,6 +192,49 @@ struct Inner {
     key: MasterKey,
     key_id: Id,
     config: Config,
+}
+
+/// One lock as [`Repository::locks`] found it.
+#[derive(Debug)]
+pub struct ListedLock {
+    /// Its id.
+    pub id: Id,
+    /// Where it lives: [`FileKind::Lock`] or [`FileKind::ExclusiveLock`].
+    pub place: FileKind,
+    /// The storage's own time of the object, where the storage has one.
+    pub stored: Option<DateTime<Utc>>,
+    /// The lock, or why it could not be read.
+    pub lock: Result<Lock>,
+}
+
+impl ListedLock {
+    /// Its name in the repository (`locks/ID` or `exclusive-locks/ID`).
+    pub fn path(&self) -> String {
+        self.place.path(&self.id)
+    }
+
+    /// Whether its holder is gone: [`Lock::is_stale`] with the storage's time for a lock
+    /// that reads; one that cannot be read is stale once its object is older than a live
+    /// holder's ever is (by the storage's time; never without one).
+    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        match &self.lock {
+            Ok(l) => l.is_stale(now, self.stored),
+            Err(_) => self.stored.is_some_and(|s| {
+                (now - s).to_std().is_ok_and(|age| {
+                    age > crate::lock::STALE_AFTER + crate::lock::STORAGE_CLOCK_MARGIN
+                })
+            }),
+        }
+    }
+
+    /// Whether it stops a prune: a live `prune` lock in `exclusive-locks/`. A `prune` lock in
+    /// `locks/`, where append clients of a repository server may write, does not (§3.3).
+    pub fn is_live_prune(&self, now: DateTime<Utc>) -> bool {
+        self.place == FileKind::ExclusiveLock
+            && self.lock.as_ref().is_ok_and(|l| {
+                l.kind == crate::lock::LockKind::Prune && !l.is_stale(now, self.stored)
+            })
+    }
 }
 
 /// An open repository.
@@ -497,21 +542,33 @@ impl<S> Repository<S> {
         self.save_object(lock_place(lock.kind), ObjectKind::Lock, &json)
     }
 
-    /// Every lock, in `locks/` and `exclusive-locks/`; one that cannot be read is returned as
-    /// an error naming it (a lock deleted while listing is skipped).
-    pub fn locks(&self) -> Result<Vec<(Id, Result<Lock>)>> {
-        let mut out = Vec::new();
+    /// Every lock, in `locks/` and `exclusive-locks/`, with where it lives and the storage's
+    /// own time of its object; one that cannot be read is returned as an error naming it (a
+    /// lock deleted while listing is skipped).
+    pub fn locks(&self) -> Result<Vec<ListedLock>> {
+        let mut listed = Vec::new();
         for place in [FileKind::Lock, FileKind::ExclusiveLock] {
-            for id in self.ids(place)? {
-                let lock = match self.load_object(place, ObjectKind::Lock, &id) {
-                    Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
-                    Err(e) => Err(e),
-                    Ok(plain) => {
-                        serde_json::from_slice(&plain).map_err(|e| corrupt(place.path(&id), e))
-                    }
-                };
-                out.push((id, lock));
-            }
+            self.backend().list(place.prefix(), &mut |o| {
+                if let Some(id) = place.id_of(&o.path) {
+                    listed.push((place, id, o.mtime.map(DateTime::<Utc>::from)));
+                }
+            })?;
+        }
+        let mut out = Vec::new();
+        for (place, id, stored) in listed {
+            let lock = match self.load_object(place, ObjectKind::Lock, &id) {
+                Err(RepoError::Backend(BackendError::NotFound { .. })) => continue,
+                Err(e) => Err(e),
+                Ok(plain) => {
+                    serde_json::from_slice(&plain).map_err(|e| corrupt(place.path(&id), e))
+                }
+            };
+            out.push(ListedLock {
+                id,
+                place,
+                stored,
+                lock,
+            });
         }
         Ok(out)
     }
@@ -677,6 +734,27 @@ impl<S> Repository<S> {
     /// All snapshot ids (snapshots are small; their list is the one list kept whole).
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
         self.ids(FileKind::Snapshot)
+    }
+
+    /// Every object of `kind`, with the storage's own time of it where the storage gives
+    /// one. Writers' claimed times are their word; these are the storage's.
+    pub fn listed(&self, kind: FileKind) -> Result<Vec<(Id, Option<DateTime<Utc>>)>> {
+        let mut out = Vec::new();
+        self.backend().list(kind.prefix(), &mut |o| {
+            if let Some(id) = kind.id_of(&o.path) {
+                out.push((id, o.mtime.map(DateTime::<Utc>::from)));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// [`Repository::listed`], as a map of the objects that have a storage time.
+    pub fn stored_times(&self, kind: FileKind) -> Result<HashMap<Id, DateTime<Utc>>> {
+        Ok(self
+            .listed(kind)?
+            .into_iter()
+            .filter_map(|(id, t)| Some((id, t?)))
+            .collect())
     }
 
     /// Reads the header of a stored pack.

@@ -296,6 +296,6 @@ proptest! {
         let bytes = serde_json::to_vec(&lock).expect("serializes");
         let back: Lock = serde_json::from_slice(&bytes).expect("an encoded lock decodes");
         prop_assert_eq!(&back, &lock);
-        let _ = back.is_stale(Utc::now());
+        let _ = back.is_stale(Utc::now(), Some(Utc::now()));
     }
 }

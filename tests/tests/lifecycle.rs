@@ -306,7 +306,32 @@ fn forget_policy_through_the_cli_with_recorded_times() {
     for t in times {
         repo.backup(&[&src], &["--time", t, "--host", "h"]);
     }
-    let out = repo.run(&["forget", "--keep-daily", "2", "--json"]);
+    // Stored today, claiming March 2025: by default forget judges them by the storage's
+    // time (all today, so one is kept), names each, and reports the claim.
+    let out = repo.run(&["forget", "--keep-daily", "2", "--json", "--dry-run"]);
+    out.success();
+    let v = json(&out);
+    let plan = v["snapshots"].as_array().unwrap();
+    assert_eq!(plan.iter().filter(|s| s["keep"] == true).count(), 1);
+    assert!(
+        plan.iter()
+            .all(|s| times.contains(&s["claimed_time"].as_str().unwrap())),
+        "{v}"
+    );
+    assert_eq!(
+        out.stderr
+            .matches("judged by the time it was stored")
+            .count(),
+        5
+    );
+    // An administrator who trusts the recorded times says so.
+    let out = repo.run(&[
+        "forget",
+        "--keep-daily",
+        "2",
+        "--json",
+        "--trust-snapshot-times",
+    ]);
     out.success();
     let v = json(&out);
     let kept: Vec<String> = v["snapshots"]

@@ -861,3 +861,339 @@ fn sigterm_stops_the_server_cleanly() {
         server.log_text().contains("shutting down")
     });
 }
+
+/// The ids of the snapshots whose recorded time starts with `prefix`.
+fn snapshots_claiming(server: &Server, repo: &str, prefix: &str) -> Vec<String> {
+    let out = cairn_as(server, READ, &["-r", repo, "--json", "snapshots"]);
+    out.success();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["time"].as_str().unwrap().starts_with(prefix))
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Sets a stored file's modification time `ago` into the past (as if stored then).
+fn backdate(path: &Path, ago: Duration) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - ago).unwrap();
+}
+
+/// The issue's five protections, end to end through a real server: what a node holding an
+/// append token (and, where said, the password) can do must not destroy history or stop
+/// maintenance, and every command names what it passed over.
+#[test]
+fn an_append_client_cannot_destroy_history_or_stop_maintenance() {
+    use cairn_repo_format::lock::{Lock, LockKind};
+    use cairn_repo_format::object::ObjectKind;
+    use cairn_repo_format::{FileKind, Repository};
+
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let repo = server.location("");
+    let run = |token: &str, args: &[&str]| {
+        let mut all = vec!["-r", repo.as_str()];
+        all.extend_from_slice(args);
+        cairn_as(&server, token, &all)
+    };
+    let src = base.path().join("src");
+    let src_arg = src.to_str().unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("a.bin"), 2 << 20, 21);
+    write_random_file(&src.join("old.bin"), 1 << 20, 22);
+    run(ADMIN, &["init", "--kdf-memory", "64"]).success();
+    run(APPEND, &["backup", "--host", "db-0", src_arg]).success();
+
+    // (5) Random bytes, named by their hash, posted without the password as an index file
+    // and a snapshot: the server stores them (it cannot tell), every reader names them.
+    let http = Http::new(&server);
+    let mut junk = Vec::new();
+    for (kind, seed) in [("index", 1u8), ("snapshots", 2)] {
+        let bytes: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+            .collect();
+        let name = format!("{kind}/{}", id_of(&bytes));
+        assert_eq!(
+            http.status("POST", &format!("/{name}"), APPEND, Some(bytes)),
+            201
+        );
+        junk.push(name);
+    }
+    let (junk_index, junk_snapshot) = (junk[0].clone(), junk[1].clone());
+
+    // (4) A compromised node (append token and password) claims times: a snapshot from the
+    // far future and one from the past, stored now. Then the real next backup, from another
+    // node.
+    for t in ["2099-01-01T00:00:00Z", "2001-01-01T00:00:00Z"] {
+        run(APPEND, &["backup", "--host", "db-0", "--time", t, src_arg])
+            .success()
+            .stderr_has(&junk_index);
+    }
+    std::fs::remove_file(src.join("old.bin")).unwrap();
+    write_file(&src.join("b.txt"), b"the real second backup");
+    run(APPEND2, &["backup", "--host", "db-0", src_arg])
+        .success()
+        .stderr_has(&junk_index);
+    let this_year = chrono::Utc::now().format("%Y").to_string();
+    let real = snapshots_claiming(&server, &repo, &this_year);
+    assert_eq!(real.len(), 2, "{real:?}");
+    let forged: Vec<String> = ["2099", "2001"]
+        .iter()
+        .flat_map(|y| snapshots_claiming(&server, &repo, y))
+        .collect();
+    assert_eq!(forged.len(), 2);
+    // `latest` is the real backup stored last, not the one claiming 2099.
+    let out = run(READ, &["cat", "snapshot", "latest"]);
+    out.success();
+    let latest: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        latest["time"].as_str().unwrap().starts_with(&this_year),
+        "{latest}"
+    );
+
+    // Trusting the claims, --keep-daily 1 would keep only the forgery from 2099.
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["--json", "forget", "--dry-run"];
+        args.extend_from_slice(extra);
+        let out = run(ADMIN, &args);
+        out.success();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let kept: Vec<String> = v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["keep"] == true)
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        (kept, out.stderr.clone())
+    };
+    let (kept, _) = plan(&["--keep-daily", "1", "--trust-snapshot-times"]);
+    assert_eq!(kept, [forged[0].clone()]);
+    // Judged by the storage's times, the forgeries land today, and the newest real
+    // snapshot is kept; each forgery is named.
+    let (kept, stderr) = plan(&["--keep-daily", "1"]);
+    let newest_real = snapshots_claiming(&server, &repo, &this_year)
+        .into_iter()
+        .last()
+        .unwrap();
+    assert_eq!(kept, std::slice::from_ref(&newest_real), "{stderr}");
+    for f in &forged {
+        assert!(
+            stderr.contains(&format!("snapshots/{f}"))
+                && stderr.contains("judged by the time it was stored"),
+            "{stderr}"
+        );
+    }
+    // --keep-within counts from now at the latest: the future claim cannot move it.
+    let (kept, _) = plan(&["--keep-within", "1d", "--trust-snapshot-times"]);
+    for r in &real {
+        assert!(
+            kept.contains(r),
+            "{r} not kept within a day of now: {kept:?}"
+        );
+    }
+    // A policy that would leave a group empty is refused, naming it; nothing is removed.
+    let before = files(&storage.join("snapshots"));
+    let out = run(ADMIN, &["forget", "--keep-tag", "none-has-this"]);
+    out.failed_cleanly();
+    assert!(
+        out.stderr.contains("every snapshot of 1 group") && out.stderr.contains("host db-0"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(files(&storage.join("snapshots")), before);
+
+    // (3) Locks claiming the future, written by the compromised node through the server.
+    let rest_repo = Repository::open(Arc::new(rest(&server, "", APPEND)), PASSWORD.as_bytes())
+        .expect("the append client opens the repository");
+    let mut forged_lock = Lock::new(LockKind::Prune);
+    forged_lock.started = "2000-01-01T00:00:00Z".parse().unwrap();
+    forged_lock.time = "2099-01-01T00:00:00Z".parse().unwrap();
+    // Where prune locks live, an append token may not write.
+    assert!(rest_repo.write_lock(&forged_lock).is_err());
+    assert!(files(&storage.join("exclusive-locks")).is_empty());
+    // In locks/, a prune lock stops no prune; a backup lock dated in the future holds back
+    // the deletion of condemned packs only while its object is recent.
+    let json = |l: &Lock| serde_json::to_vec(l).unwrap();
+    let fake_prune = rest_repo
+        .save_object(FileKind::Lock, ObjectKind::Lock, &json(&forged_lock))
+        .unwrap();
+    forged_lock.kind = LockKind::Backup;
+    let fake_backup = rest_repo
+        .save_object(FileKind::Lock, ObjectKind::Lock, &json(&forged_lock))
+        .unwrap();
+
+    // Forget for real. Prune goes on beside the junk, naming it, but a snapshot it cannot
+    // read may refer to anything, so it deletes nothing.
+    run(ADMIN, &["forget", "--keep-daily", "1"]).success();
+    let packs = files(&storage.join("data"));
+    run(ADMIN, &["prune", "--max-unused", "0%"])
+        .success()
+        .stderr_has(&junk_index)
+        .stderr_has(&junk_snapshot);
+    assert_eq!(files(&storage.join("data")), packs);
+    // The administrator removes the junk snapshot by its name, and prunes everything unused:
+    // the old packs are condemned, and wait for the lock that claims to be a backup started
+    // in 2000.
+    let junk_id = junk_snapshot.trim_start_matches("snapshots/");
+    run(ADMIN, &["forget", junk_id]).success();
+    let out = run(ADMIN, &["prune", "--max-unused", "0%"]);
+    out.success()
+        .stderr_has(&junk_index)
+        .stderr_has(&format!("locks/{}", fake_backup.to_hex()));
+    assert!(
+        out.stderr.contains("judged by the time it was stored"),
+        "{}",
+        out.stderr
+    );
+    let condemned = files(&storage.join("condemned"));
+    assert!(
+        !condemned.is_empty(),
+        "the condemned packs wait for the lock"
+    );
+    // Two hours later by the storage, the lock's holder is evidently gone: the next prune
+    // deletes them.
+    for id in [&fake_prune, &fake_backup] {
+        backdate(
+            &storage.join("locks").join(id.to_hex()),
+            Duration::from_secs(2 * 3600),
+        );
+    }
+    let out = run(ADMIN, &["prune"]);
+    out.success();
+    assert!(
+        files(&storage.join("condemned")).is_empty(),
+        "{:?}\n{}",
+        files(&storage),
+        out.stderr
+    );
+
+    // The real history restores byte for byte with a read token, and check names exactly
+    // the two junk objects (and the forged locks' are only stale).
+    let out_dir = base.path().join("out");
+    run(
+        READ,
+        &[
+            "restore",
+            &newest_real,
+            "--target",
+            out_dir.to_str().unwrap(),
+        ],
+    )
+    .success();
+    for name in ["a.bin", "b.txt"] {
+        let restored = walk(&out_dir)
+            .into_iter()
+            .find(|p| p.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} restored"));
+        assert!(std::fs::read(restored).unwrap() == std::fs::read(src.join(name)).unwrap());
+    }
+    let out = run(ADMIN, &["check", "--read-data"]);
+    out.expect_code(1).stdout_has(&junk_index);
+    assert!(!out.stdout.contains("snapshots/"), "{}", out.stdout);
+    assert!(!out.stdout.contains("missing"), "{}", out.stdout);
+    // An admin's unlock clears the stale forged locks.
+    run(ADMIN, &["unlock"]).success();
+    assert!(files(&storage.join("locks")).is_empty());
+}
+
+/// The server's count of answers with `code`, from `/metrics` (0 when none yet).
+fn answers_with(server: &Server, code: u16) -> u64 {
+    let (_, text) = plain_get(server.metrics.expect("metrics"), "/metrics").unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("cairn_server_requests_total{") && l.contains(&format!("code=\"{code}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn requests_past_the_limit_get_429_and_clients_retry_them() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let server = Server::start(
+        &storage,
+        &base.path().join("srv"),
+        Options {
+            extra: vec!["--max-requests".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let repo = server.location("");
+    cairn_as(&server, ADMIN, &["-r", &repo, "init", "--kdf-memory", "64"]).success();
+    // One upload in flight, its body stalled: it holds the only request slot.
+    let body = vec![7u8; 50_000];
+    let id = id_of(&body);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut stalled = rt.block_on(async {
+        let mut c = raw_tls(&server).await;
+        let head = format!(
+            "POST /index/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {APPEND}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&body[..1000]).await.unwrap();
+        c.flush().await.unwrap();
+        c
+    });
+    let h = Http::new(&server);
+    let r = wait_until_answered(&h, 429);
+    assert_eq!(
+        r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // A `cairn` command meets 429 too, and retries: it finishes once the slot frees.
+    let seen = answers_with(&server, 429);
+    let cmd = {
+        let (ca, repo) = (server.ca(), repo.clone());
+        std::thread::spawn(move || {
+            run_cairn_with_env(
+                &[
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    "-r",
+                    &repo,
+                    "--json",
+                    "snapshots",
+                ],
+                Some(PASSWORD),
+                RunAs::Me,
+                &[("CAIRN_SERVER_TOKEN".to_string(), READ.to_string())],
+            )
+        })
+    };
+    wait_for(30, "the command to be answered 429", || {
+        answers_with(&server, 429) > seen
+    });
+    rt.block_on(async {
+        stalled.write_all(&body[1000..]).await.unwrap();
+        stalled.flush().await.unwrap();
+        let mut head = [0u8; 12];
+        stalled.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[9..12], b"201", "{:?}", String::from_utf8_lossy(&head));
+    });
+    let out = cmd.join().unwrap();
+    out.success();
+    assert_eq!(out.stdout.trim(), "[]", "{}", out.stdout);
+    assert_eq!(h.status("GET", &format!("/index/{id}"), READ, None), 200);
+}
+
+/// Asks `GET /snapshots/` until the answer has `status` (the server's accept loop and the
+/// stalled request race the first ask).
+fn wait_until_answered(h: &Http, status: u16) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = h.req("GET", "/snapshots/", Some(READ), None);
+        if r.status == status || Instant::now() > deadline {
+            assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+            return r;
+        }
+    }
+}

@@ -302,6 +302,13 @@ pub struct ForgetArgs {
     /// Run `prune` afterwards.
     #[arg(long)]
     pub prune: bool,
+    /// Remove even when that leaves a group (by --group-by) with no snapshot at all.
+    #[arg(long)]
+    pub force: bool,
+    /// Judge every snapshot by the time it records, even when the storage stored it more
+    /// than a day apart from that (imported or `backup --time` history you trust).
+    #[arg(long)]
+    pub trust_snapshot_times: bool,
     /// Which snapshots the policy looks at.
     #[command(flatten)]
     pub filter: FilterArgs,

@@ -1,9 +1,13 @@
 //! `cairn forget`: flags → a [`Policy`], plan per group, print why each snapshot is kept or
 //! removed, remove (unless --dry-run), then prune if asked.
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::{Result, bail};
+use cairn_engine::events::Event;
 use cairn_engine::forget::{self, GroupBy, Period, Policy, Span};
 use cairn_engine::select;
+use cairn_repo_format::FileKind;
 
 use super::args::ForgetArgs;
 use super::{Ctx, Out, Outcome};
@@ -64,11 +68,29 @@ pub fn run(ctx: &Ctx, out: &Out, a: ForgetArgs) -> Result<Outcome> {
     let repo = ctx.open()?;
     let mut remove = Vec::new();
     let mut report = Vec::new();
+    // The snapshots the policy looks at, of which it must leave at least one per group
+    // (snapshots named by id are the user's explicit word).
+    let mut considered = Vec::new();
     if a.snapshots.is_empty() {
-        let list = select::list_with(&repo, &a.filter.to_filter()?, &mut |id, e| {
+        let mut list = select::list_with(&repo, &a.filter.to_filter()?, &mut |id, e| {
             super::skip_damaged_snapshot(ctx, id, e)
         })?;
-        for g in forget::plan(list, group_by, &policy, &chrono::Local) {
+        // Claimed times the storage contradicts are judged by the storage's (forget.rs).
+        let mut claimed = HashMap::new();
+        if !a.trust_snapshot_times {
+            let stored = repo.stored_times(FileKind::Snapshot)?;
+            for d in forget::judge(&mut list, &stored) {
+                ctx.cx.emit(Event::TimeDisputed {
+                    object: FileKind::Snapshot.path(&d.id),
+                    claimed: d.claimed.to_rfc3339(),
+                    stored: d.stored.to_rfc3339(),
+                });
+                claimed.insert(d.id, d.claimed);
+            }
+        }
+        considered.clone_from(&list);
+        let now = chrono::Utc::now();
+        for g in forget::plan(list, group_by, &policy, &chrono::Local, now) {
             let kept = g.snapshots.iter().filter(|s| s.2.keep).count();
             if !out.json && !out.quiet {
                 println!(
@@ -89,9 +111,14 @@ pub fn run(ctx: &Ctx, out: &Out, a: ForgetArgs) -> Result<Outcome> {
                         println!("  remove  {}  {time}", id.short());
                     }
                 }
-                report.push(serde_json::json!({
+                let mut entry = serde_json::json!({
                     "id": id, "group": g.key, "time": s.time, "keep": d.keep, "reasons": d.reasons,
-                }));
+                });
+                if let Some(c) = claimed.get(id) {
+                    // `time` is the storage's; the snapshot claims this one.
+                    entry["claimed_time"] = serde_json::json!(c);
+                }
+                report.push(entry);
                 if !d.keep {
                     remove.push(*id);
                 }
@@ -99,15 +126,41 @@ pub fn run(ctx: &Ctx, out: &Out, a: ForgetArgs) -> Result<Outcome> {
         }
     } else {
         for spec in &a.snapshots {
-            let (id, _) = select::resolve(
-                &repo,
-                spec,
-                &Default::default(),
-                &mut super::report_damaged(ctx),
-            )?;
+            // An id names the object, readable or not (a damaged or forged snapshot is removed
+            // as named); `latest` is the latest readable one.
+            let id = if spec == "latest" {
+                select::resolve(
+                    &repo,
+                    spec,
+                    &Default::default(),
+                    &mut super::report_damaged(ctx),
+                )?
+                .0
+            } else {
+                select::resolve_id(&repo, spec)?
+            };
             remove.push(id);
             report.push(serde_json::json!({ "id": id, "keep": false }));
         }
+    }
+    let removing: HashSet<_> = remove.iter().copied().collect();
+    let emptied = forget::emptied_groups(&considered, group_by, &removing);
+    if !emptied.is_empty() && !a.force {
+        let groups: Vec<String> = emptied
+            .iter()
+            .map(|k| {
+                if k.is_empty() {
+                    "all".to_string()
+                } else {
+                    k.clone()
+                }
+            })
+            .collect();
+        bail!(
+            "this would remove every snapshot of {} group(s): {}; nothing was removed. Check the policy (--dry-run shows it), or add --force to remove them",
+            groups.len(),
+            groups.join("; ")
+        );
     }
     if a.dry_run {
         if out.json {

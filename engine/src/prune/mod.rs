@@ -30,6 +30,8 @@ pub mod plan;
 pub mod repack;
 pub mod sweep;
 
+use std::collections::HashSet;
+
 use cairn_repo_format::lock::LockKind;
 use cairn_repo_format::{Opened, RepoError, Repository};
 use chrono::Utc;
@@ -245,8 +247,14 @@ fn steps(
         })
     };
     let mut unreadable = 0u64;
+    // Index files and condemned lists that cannot be read now: what they may refer to is kept
+    // by this prune, so the sweep need not wait for them again.
+    let mut known_unreadable = HashSet::new();
     let (repo, inv, untouchable) = inventory::load_rescuing(repo, &listed, &mut |e| {
         unreadable += 1;
+        if let RepoError::Corrupt { object, .. } = &e {
+            known_unreadable.insert(object.clone());
+        }
         left_out(e)
     })?;
     // Packs whose contents are unknown are not prune's to judge.
@@ -330,6 +338,7 @@ fn steps(
         &walked,
         &needed_pending,
         &listed,
+        &known_unreadable,
         &mut stats,
         stops,
     )?;

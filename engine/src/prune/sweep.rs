@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use cairn_repo_format::lock::LockKind;
 use cairn_repo_format::pack::PackEntry;
-use cairn_repo_format::{FileKind, Id, Indexed, RepoError, Repository};
+use cairn_repo_format::{FileKind, Id, Indexed, ListedLock, RepoError, Repository};
 use chrono::{DateTime, Utc};
 
 use super::{CLOCK_SKEW, Checkpoint, PruneError, PruneStats, Stops, commit, mark, step};
@@ -23,6 +23,16 @@ use crate::reach::Reach;
 /// puts of commands that take no lock.
 const TEMPORARY_MARGIN: chrono::Duration = chrono::Duration::hours(1);
 
+/// Whether `l` may be a running backup's lock, so that the condemned lists that backup could
+/// depend on wait: a live lock of kind `backup`, or any live lock in `locks/` (where append
+/// clients of a repository server write, whatever kind it claims).
+fn holds_back(l: &ListedLock, now: DateTime<Utc>) -> bool {
+    !l.is_stale(now)
+        && l.lock
+            .as_ref()
+            .is_ok_and(|lock| lock.kind == LockKind::Backup || l.place == FileKind::Lock)
+}
+
 /// Removes the temporary files killed writers left (see [`TEMPORARY_MARGIN`]).
 pub fn remove_stale_temporaries(
     repo: &Repository<Indexed>,
@@ -32,8 +42,8 @@ pub fn remove_stale_temporaries(
     let oldest = repo
         .locks()?
         .into_iter()
-        .filter_map(|(_, l)| l.ok())
-        .filter(|l| l.kind == LockKind::Backup && !l.is_stale(now))
+        .filter(|l| holds_back(l, now))
+        .filter_map(|l| l.lock.ok())
         .map(|l| l.started)
         .min()
         .unwrap_or(now)
@@ -59,6 +69,7 @@ pub fn run(
     walked: &HashSet<Id>,
     needed_pending: &HashSet<Id>,
     listed: &HashMap<Id, u64>,
+    known_unreadable: &HashSet<String>,
     stats: &mut PruneStats,
     stops: &Stops<'_>,
 ) -> Result<(), PruneError> {
@@ -70,18 +81,34 @@ pub fn run(
     //    backup writes its snapshot before it removes its lock, so one that finished is seen.
     let now = Utc::now();
     let mut running = Vec::new();
-    for (id, l) in repo.locks()? {
-        match l {
-            Ok(l) if l.kind == LockKind::Backup && !l.is_stale(now) => running.push((id, l)),
+    for listed in repo.locks()? {
+        let (held, listed_stale) = (holds_back(&listed, now), listed.is_stale(now));
+        let (id, path) = (listed.id, listed.path());
+        if let (Ok(l), Some(stored)) = (&listed.lock, listed.stored)
+            && l.claims_future(now)
+        {
+            cx.emit(Event::TimeDisputed {
+                object: path.clone(),
+                claimed: l.time.to_rfc3339(),
+                stored: stored.to_rfc3339(),
+            });
+        }
+        match listed.lock {
+            Ok(l) if held => running.push((id, l)),
             Ok(_) => {}
-            // A lock that cannot be read may be a running backup's: it holds back every list
-            // until `cairn unlock` removes it.
+            // One that cannot be read and is older than any live holder's lock object is
+            // reported and passed over.
+            Err(e) if listed_stale => {
+                cx.emit(Event::from_repo_error(&e));
+                stats.unreadable += 1;
+            }
+            // A recent lock that cannot be read may be a running backup's: it holds back every
+            // list until it ages or `cairn unlock` removes it.
             Err(e) => {
                 cx.emit(Event::from_repo_error(&e));
                 stats.unreadable += 1;
                 stats.deferred.push(format!(
-                    "{}: cannot be read, so the packs of every condemned list wait (`cairn unlock` removes it if no backup is running)",
-                    FileKind::Lock.path(&id)
+                    "{path}: cannot be read, so the packs of every condemned list wait (`cairn unlock` removes it if no backup is running)"
                 ));
                 return Ok(());
             }
@@ -125,7 +152,13 @@ pub fn run(
     // 2. Snapshots written since the mark phase, against the index as it is now.
     let opened = repo.into_opened();
     let mut unreadable = Vec::new();
-    let (repo, _) = inventory::load(opened, &mut |e| unreadable.push(e))?;
+    // An index file or condemned list that could not be read at the start was accounted
+    // for then (nothing it may refer to was condemned); only one that appeared since, or
+    // stopped opening since, may hide what a new snapshot needs.
+    let (repo, _) = inventory::load(opened, &mut |e| match &e {
+        RepoError::Corrupt { object, .. } if known_unreadable.contains(object) => {}
+        _ => unreadable.push(e),
+    })?;
     let mut reach = Reach::new(&repo);
     let mut walked = walked.clone();
     let mut found = mark::Findings::default();
