@@ -1,4 +1,4 @@
-# One small image holding `cairn` (the CLI, `cairn agent` and `cairn restore-init`).
+# One small image holding `cairn` (the CLI, `cairn agent`, `cairn restore-init` and `cairn server`).
 #
 #   docker build -t ghcr.io/cairn-backup/cairn:0.1.0 .
 #   docker build --target postgres -t ghcr.io/cairn-backup/cairn-postgres:0.1.0 .   # for the pg_dump CronJob
