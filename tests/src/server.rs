@@ -23,11 +23,13 @@ pub const NS1_APPEND: &str = "ns1-append-token-0123456789";
 pub const NS1_ADMIN: &str = "ns1-admin-token-0123456789";
 /// A second append token (another node).
 pub const APPEND2: &str = "append2-token-0123456789";
+/// Read, limited to `ns1` (a second cluster's).
+pub const NS1_READ: &str = "ns1-read-token-0123456789";
 
 /// The tokens file every test server starts with.
 pub fn tokens_file_text() -> String {
     format!(
-        "# test tokens\n{READ} read\n{APPEND} append\n{ADMIN} admin\n{NS1_APPEND} append ns1\n{NS1_ADMIN} admin /ns1/ # comment\n{APPEND2} append\n"
+        "# test tokens\n{READ} read\n{APPEND} append\n{ADMIN} admin\n{NS1_APPEND} append ns1\n{NS1_ADMIN} admin /ns1/ # comment\n{APPEND2} append\n{NS1_READ} read ns1\n"
     )
 }
 
@@ -81,6 +83,7 @@ pub struct Server {
     /// What the server wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// How to start a server.
@@ -92,6 +95,10 @@ pub struct Options {
     pub plain: bool,
     /// Listen on this port (0: the kernel picks).
     pub port: u16,
+    /// Storage other than the `storage` directory (`azure://container`).
+    pub storage_url: Option<String>,
+    /// Environment for the server process (storage credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -116,7 +123,9 @@ impl Server {
         let mut args: Vec<String> = vec![
             "server".into(),
             "--repo".into(),
-            storage.display().to_string(),
+            opts.storage_url
+                .clone()
+                .unwrap_or_else(|| storage.display().to_string()),
             "--listen".into(),
             format!("127.0.0.1:{}", opts.port),
             "--tokens-file".into(),
@@ -135,12 +144,19 @@ impl Server {
             ]);
         }
         args.extend(opts.extra.iter().cloned());
-        Server::spawn(storage, dir, args, !opts.plain)
+        Server::spawn(storage, dir, args, opts.env, !opts.plain)
     }
 
-    fn spawn(storage: &Path, dir: &Path, args: Vec<String>, tls: bool) -> Server {
+    fn spawn(
+        storage: &Path,
+        dir: &Path,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        tls: bool,
+    ) -> Server {
         let mut child = Command::new(crate::cairn_bin())
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -186,6 +202,7 @@ impl Server {
             storage: storage.to_path_buf(),
             log,
             args,
+            env,
         };
         s.wait_ready();
         s
@@ -248,7 +265,13 @@ impl Server {
             args[i + 1] = format!("127.0.0.1:{port}");
         }
         let tls = self.base.starts_with("https");
-        *self = Server::spawn(&self.storage.clone(), &self.dir.clone(), args, tls);
+        *self = Server::spawn(
+            &self.storage.clone(),
+            &self.dir.clone(),
+            args,
+            self.env.clone(),
+            tls,
+        );
     }
 
     /// The log so far.

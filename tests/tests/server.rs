@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_e2e::server::{
-    ADMIN, APPEND, APPEND2, NS1_ADMIN, NS1_APPEND, Options, READ, Server, TestPki, plain_get,
+    ADMIN, APPEND, APPEND2, NS1_ADMIN, NS1_APPEND, NS1_READ, Options, READ, Server, TestPki,
+    plain_get,
 };
 use cairn_e2e::*;
 use cairn_repo_format::Id;
@@ -1196,4 +1197,182 @@ fn wait_until_answered(h: &Http, status: u16) -> Resp {
             return r;
         }
     }
+}
+
+/// Starts `cairn backup` of `src` as host `host` through the server with `token`.
+fn spawn_backup(
+    server: &Server,
+    repo: &str,
+    token: &str,
+    host: &str,
+    src: &Path,
+) -> std::process::Child {
+    std::process::Command::new(cairn_bin())
+        .args([
+            "--cacert",
+            server.ca().to_str().unwrap(),
+            "-r",
+            repo,
+            "backup",
+            "--host",
+            host,
+        ])
+        .arg(src)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env("CAIRN_SERVER_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cairn backup")
+}
+
+/// Three nodes back up at once through the server (append tokens), twice; a read token
+/// restores each volume byte for byte; an admin forgets the first round and prunes, and
+/// `check --read-data` is clean. `prefix` and the tokens choose the repository.
+fn several_nodes_through_the_server(
+    server: &Server,
+    base: &Path,
+    prefix: &str,
+    appends: [&str; 3],
+    read: &str,
+    admin: &str,
+) {
+    let repo = server.location(prefix);
+    let run = |token: &str, args: &[&str]| {
+        let mut all = vec!["-r", repo.as_str()];
+        all.extend_from_slice(args);
+        cairn_as(server, token, &all)
+    };
+    // Three volumes sharing a file (deduplicated across nodes) and each with its own data.
+    let srcs: Vec<_> = (0..3u64)
+        .map(|i| {
+            let src = base.join(format!("vol-{i}"));
+            std::fs::create_dir_all(src.join("sub")).unwrap();
+            write_random_file(&src.join("shared.bin"), 3 << 20, 99);
+            write_random_file(&src.join("own.bin"), (1 << 20) + i * 4099, 100 + i);
+            write_file(
+                &src.join("sub/note.txt"),
+                format!("volume {i}\n").as_bytes(),
+            );
+            src
+        })
+        .collect();
+    for round in 0..2u64 {
+        if round == 1 {
+            for (i, src) in srcs.iter().enumerate() {
+                write_random_file(&src.join("own.bin"), 1 << 20, 200 + i as u64);
+            }
+        }
+        let children: Vec<_> = srcs
+            .iter()
+            .enumerate()
+            .map(|(i, src)| spawn_backup(server, &repo, appends[i], &format!("node-{i}"), src))
+            .collect();
+        for (i, c) in children.into_iter().enumerate() {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}, node {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    for (i, src) in srcs.iter().enumerate() {
+        let target = base.join(format!("restored-{i}"));
+        let host = format!("node-{i}");
+        run(
+            read,
+            &[
+                "restore",
+                "latest",
+                "--host",
+                &host,
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        )
+        .success();
+        assert_same_content(src, &target);
+    }
+    let out = run(admin, &["forget", "--keep-last", "1", "--prune"]);
+    out.success();
+    let snaps = run(read, &["--json", "snapshots"]);
+    snaps.success();
+    let v: serde_json::Value = serde_json::from_str(&snaps.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{}", snaps.stdout);
+    run(admin, &["check", "--read-data"]).success();
+    // A read token still cannot write.
+    let again = base.join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    run(read, &["backup", again.to_str().unwrap()]).failed_cleanly();
+}
+
+#[test]
+fn several_nodes_back_up_at_once_through_the_server_into_a_local_directory() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    cairn_as(
+        &server,
+        ADMIN,
+        &["-r", &server.location(""), "init", "--kdf-memory", "64"],
+    )
+    .success();
+    several_nodes_through_the_server(
+        &server,
+        base.path(),
+        "",
+        [APPEND, APPEND2, APPEND],
+        READ,
+        ADMIN,
+    );
+    assert!(
+        files(&storage.join("locks")).is_empty(),
+        "{:?}",
+        files(&storage)
+    );
+}
+
+#[test]
+fn several_nodes_back_up_at_once_through_the_server_into_azurite() {
+    let az = cairn_e2e::azurite::Azurite::start();
+    let base = tempdir();
+    // `init` directly on the storage creates the container; the server then fronts it, and
+    // the repository lives at the prefix `ns1` that the ns1 tokens reach.
+    run_cairn_with_env(
+        &[
+            "-r",
+            "azure://through-server/ns1",
+            "init",
+            "--kdf-memory",
+            "64",
+        ],
+        Some(PASSWORD),
+        RunAs::Me,
+        &az.env(),
+    )
+    .success();
+    let server = Server::start(
+        &base.path().join("unused"),
+        &base.path().join("srv"),
+        Options {
+            storage_url: Some("azure://through-server".into()),
+            env: az.env(),
+            ..Default::default()
+        },
+    );
+    several_nodes_through_the_server(
+        &server,
+        base.path(),
+        "ns1",
+        [NS1_APPEND, NS1_APPEND, NS1_APPEND],
+        NS1_READ,
+        NS1_ADMIN,
+    );
+    // Every object is in the container under ns1/, and no lock is left.
+    let b = az.backend("through-server", "ns1");
+    let mut locks = 0;
+    cairn_repo_format::Backend::list(&b, "locks/", &mut |_| locks += 1).unwrap();
+    assert_eq!(locks, 0);
 }
