@@ -57,6 +57,18 @@ pub enum Event {
         /// What went wrong, naming the pack and blob when stored data is at fault.
         error: String,
     },
+    /// Restore: the target ran out of space or quota (`ENOSPC`, `EDQUOT`), so the restore
+    /// stopped instead of trying every remaining entry. Sent once, in place of an error per
+    /// entry; the restore returns [`crate::restore::RestoreError::TargetFull`] with the same
+    /// facts.
+    RestoreStopped {
+        /// The restore target.
+        target: PathBuf,
+        /// Entries other than directories that were not restored because of it.
+        not_restored: u64,
+        /// What the file system said.
+        error: String,
+    },
     /// A stored name that could leave its directory (`..`, `/`, empty) was refused.
     NameRefused {
         /// Where it would have gone, relative to the target or snapshot root.
@@ -166,6 +178,7 @@ impl Event {
         match self {
             Event::FileUnreadable { .. }
             | Event::RestoreFailed { .. }
+            | Event::RestoreStopped { .. }
             | Event::NameRefused { .. }
             | Event::DuplicateName { .. }
             | Event::BlobDamaged { .. }
@@ -212,6 +225,15 @@ impl fmt::Display for Event {
                 path.display()
             ),
             Event::RestoreFailed { path, error } => write!(f, "{}: {error}", path.display()),
+            Event::RestoreStopped {
+                target,
+                not_restored,
+                error,
+            } => write!(
+                f,
+                "restore to {} stopped: {error}; {not_restored} files not restored",
+                target.display()
+            ),
             Event::NameRefused { path, name, tree } => {
                 write!(f, "{}: refusing unsafe name {name:?}", path.display())?;
                 match tree {

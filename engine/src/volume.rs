@@ -13,6 +13,9 @@
 //!  mark:  .cairn/restore.json {"state":"complete", ...}                  (fsynced)
 //! ```
 //!
+//! A restore that fails (a full volume stops it: [`RestoreError::TargetFull`]) or reports
+//! errors leaves the marker in progress, so the next start restores again.
+//!
 //! It needs only read access to the repository: restore takes no lock (`docs/design.md` §14).
 
 use std::io::Write;
@@ -172,7 +175,8 @@ pub enum VolumeError {
         "the file system refused the recorded owners of {0} entries (strict ownership); the restore stays in progress"
     )]
     OwnersRefused(u64),
-    /// The restore failed.
+    /// The restore failed (the volume too small for the snapshot among others:
+    /// [`RestoreError::TargetFull`]); the marker stays in progress.
     #[error(transparent)]
     Restore(#[from] RestoreError),
     /// The repository failed.

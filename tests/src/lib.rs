@@ -3,6 +3,8 @@
 //! listing the repository's files), a fast deterministic PRNG for test data, and a manifest of
 //! a directory tree (type, mode, owner, times with nanoseconds, link targets, xattrs, device
 //! numbers, hard-link groups) to compare a restore against its source attribute by attribute.
+//! Also: running `cairn` within a time limit ([`run_cairn_within`]) and a tmpfs mounted for
+//! one test ([`Tmpfs`], root only).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -12,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -163,6 +166,60 @@ pub fn run_cairn_with_env<S: AsRef<OsStr>>(
     who: RunAs,
     env: &[(String, String)],
 ) -> Output {
+    let (mut cmd, cmdline) = cairn_command(args, password, who, env);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{cmdline}`: {e}"));
+    output_of(cmdline, out)
+}
+
+/// [`run_cairn_with_env`] that may take at most `limit`: a run that takes longer is killed
+/// and the test fails, naming the command and what it printed. For commands that could hang
+/// if they regressed (the restore of a full target stopping its pipeline, say).
+pub fn run_cairn_within<S: AsRef<OsStr>>(
+    limit: Duration,
+    args: &[S],
+    password: Option<&str>,
+    who: RunAs,
+    env: &[(String, String)],
+) -> Output {
+    let (mut cmd, cmdline) = cairn_command(args, password, who, env);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{cmdline}`: {e}"));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The waiting thread owns the child; the process is not reaped before it exits, so its
+    // pid stays its own until then and the kill below cannot reach another process.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let (out, timed_out) = match rx.recv_timeout(limit) {
+        Ok(out) => (out, false),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            (rx.recv().expect("the waiting thread reports"), true)
+        }
+    };
+    let out = output_of(
+        cmdline,
+        out.unwrap_or_else(|e| panic!("cannot wait for cairn: {e}")),
+    );
+    assert!(
+        !timed_out,
+        "`{}` did not finish within {limit:?} and was killed\n--- stdout\n{}\n--- stderr\n{}",
+        out.cmdline, out.stdout, out.stderr
+    );
+    out
+}
+
+/// The command [`run_cairn_with_env`] runs, and its command line for messages.
+fn cairn_command<S: AsRef<OsStr>>(
+    args: &[S],
+    password: Option<&str>,
+    who: RunAs,
+    env: &[(String, String)],
+) -> (Command, String) {
     let bin = cairn_bin();
     let mut cmd = match who {
         RunAs::Me => Command::new(&bin),
@@ -193,9 +250,10 @@ pub fn run_cairn_with_env<S: AsRef<OsStr>>(
         )
         .collect::<Vec<_>>()
         .join(" ");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{cmdline}`: {e}"));
+    (cmd, cmdline)
+}
+
+fn output_of(cmdline: String, out: std::process::Output) -> Output {
     let code = match out.status.code() {
         Some(c) => c,
         None => {
@@ -257,6 +315,13 @@ impl Repo {
         let mut all: Vec<OsString> = vec!["-r".into(), self.path.clone().into_os_string()];
         all.extend(args.iter().map(|a| a.as_ref().to_os_string()));
         run_cairn(&all, password, self.who)
+    }
+
+    /// [`Repo::run`] that may take at most `limit` ([`run_cairn_within`]).
+    pub fn run_within<S: AsRef<OsStr>>(&self, limit: Duration, args: &[S]) -> Output {
+        let mut all: Vec<OsString> = vec!["-r".into(), self.path.clone().into_os_string()];
+        all.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        run_cairn_within(limit, &all, Some(&self.password), self.who, &[])
     }
 
     /// Runs `cairn -r REPO ARGS…` with standard input read from `input`.
@@ -773,6 +838,52 @@ fn show_xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
 /// Whether this process runs as root (needed to chown, mknod, and switch users).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// A tmpfs mounted on a directory for one test (a file system of its own that can be made
+/// full), unmounted when dropped. Only root can mount: check [`is_root`] first.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (`size=4m`, `nr_inodes=40`, …) on `dir`, created if
+    /// missing. Panics if the mount fails.
+    pub fn mount(dir: &Path, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"))
+            .success();
+        assert!(ok, "mount -t tmpfs -o {options} on {}", dir.display());
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Changes its options (`size=64m`) and keeps its contents.
+    pub fn remount(&self, options: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"))
+            .success();
+        assert!(ok, "remount {} with {options}", self.dir.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
 }
 
 /// The hard-link structure of a manifest: for each inode with several names in the tree, the

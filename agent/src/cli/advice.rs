@@ -74,6 +74,28 @@ fn unwrap_into<'a>(e: &'a (dyn Error + 'static), out: &mut Vec<&'a (dyn Error + 
     }
 }
 
+/// The line `cairn restore` ends with when the target ran out of space or quota
+/// ([`RestoreError::TargetFull`]): what happened, how much was left out, and what to do.
+pub fn restore_stopped(
+    target: &std::path::Path,
+    error: &std::io::Error,
+    not_restored: u64,
+) -> String {
+    format!(
+        "restore to {t} stopped: {error}; {not_restored} files not restored; make room on {t} or restore to another target",
+        t = target.display()
+    )
+}
+
+/// The same for `cairn restore-init`, whose target is a volume that the next start of the pod
+/// restores into again.
+pub fn volume_full(target: &std::path::Path, error: &std::io::Error, not_restored: u64) -> String {
+    format!(
+        "restore to {t} stopped: {error}; {not_restored} files not restored; the volume is too small for the snapshot: make room on it or give it more space; the restore stays in progress and the next start restores again",
+        t = target.display()
+    )
+}
+
 /// The first piece of advice any error in `e`'s chain calls for.
 pub fn advice(e: &anyhow::Error) -> Option<&'static str> {
     causes(e).into_iter().find_map(advice_for)

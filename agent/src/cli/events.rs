@@ -2,6 +2,10 @@
 //! steps as plain lines), or with `--json` one JSON object per event with its structured
 //! fields, its severity as `message_type` and the human text as `message`. `-q` keeps only
 //! errors.
+//!
+//! [`Event::RestoreStopped`] is not printed: the restore then returns
+//! `RestoreError::TargetFull` with the same facts, which the command prints as its one error
+//! line, with what to do about it.
 
 use std::io::Write;
 
@@ -42,6 +46,9 @@ pub fn line(e: &Event) -> String {
 pub fn printer_to(stream: Stream, json_out: bool, quiet: bool) -> Events {
     Events::new(move |e: Event| {
         if quiet && e.severity() != Severity::Error {
+            return;
+        }
+        if matches!(e, Event::RestoreStopped { .. }) {
             return;
         }
         let text = if json_out {

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use cairn_engine::filter::Patterns;
-use cairn_engine::restore::{self, RestoreOptions, RestoreProgress};
+use cairn_engine::restore::{self, RestoreError, RestoreOptions, RestoreProgress};
 use cairn_engine::select;
 
 use super::args::RestoreArgs;
@@ -51,7 +51,19 @@ pub fn run(ctx: &Ctx, out: &Out, a: RestoreArgs) -> Result<Outcome> {
     };
     let result = restore::run_with(&repo, &snap, &opts, &tuning, &progress, ctx.cx());
     drop(display);
-    result?;
+    match result {
+        // One line for a full target, not one per file: the engine stopped at the first.
+        Err(RestoreError::TargetFull {
+            target,
+            not_restored,
+            error,
+        }) => bail!(super::advice::restore_stopped(
+            &target,
+            &error,
+            not_restored
+        )),
+        r => r?,
+    }
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let errors = g(&progress.errors);
     let refused = g(&progress.owners_not_kept);

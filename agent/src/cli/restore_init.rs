@@ -1,11 +1,16 @@
 //! `cairn restore-init`: restores a volume's latest snapshot before its app starts, through
 //! [`cairn_engine::volume`]. Non-interactive: progress and the outcome go to stderr as JSON
 //! lines; exit 0 when the app may start (restored, already restored, nothing to restore, or
-//! data left alone), non-zero otherwise.
+//! data left alone), non-zero otherwise. A volume too small for the snapshot stops the
+//! restore at the first file that does not fit: one summary line (`target-full`, with the
+//! count of files not restored), one error, exit 1, and the marker stays in progress so the
+//! next start restores again.
 
 use anyhow::{Context, Result, bail};
-use cairn_engine::restore::{RestoreProgress, RestoreTuning};
-use cairn_engine::volume::{self, IfNotEmpty, VolumeOutcome, VolumeRestore, VolumeSpec};
+use cairn_engine::restore::{RestoreError, RestoreProgress, RestoreTuning};
+use cairn_engine::volume::{
+    self, IfNotEmpty, VolumeError, VolumeOutcome, VolumeRestore, VolumeSpec,
+};
 use serde_json::json;
 
 use super::args::RestoreInitArgs;
@@ -96,8 +101,26 @@ pub fn run(ctx: &Ctx, a: RestoreInitArgs) -> Result<Outcome> {
         let r = volume::run(&repo, &opts, &progress, ctx.cx());
         drop(stop);
         r
-    })?;
+    });
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let outcome = match outcome {
+        // The volume is too small: one summary and one error, not an error per file; the
+        // marker stays in progress.
+        Err(VolumeError::Restore(RestoreError::TargetFull {
+            target,
+            not_restored,
+            error,
+        })) => {
+            say(
+                json!({ "message_type": "summary", "outcome": "target-full", "volume": identity,
+                "files_restored": g(&progress.files), "dirs_restored": g(&progress.dirs),
+                "bytes_restored": g(&progress.bytes), "not_restored": not_restored,
+                "errors": g(&progress.errors), "seconds": started.elapsed().as_secs_f64() }),
+            );
+            bail!(super::advice::volume_full(&target, &error, not_restored));
+        }
+        r => r?,
+    };
     let devices = g(&progress.devices_skipped);
     if devices > 0 {
         say(json!({ "message_type": "warning",

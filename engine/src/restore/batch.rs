@@ -119,10 +119,15 @@ impl FileState {
         }
     }
 
-    /// Gives the file up without a report (the restore was cancelled): it is not finished,
-    /// so it keeps neither its final length nor its metadata.
-    pub fn abandon(&self) {
-        self.failed.store(true, Ordering::Release);
+    /// Gives the file up without a report of its own (the restore was cancelled, or the
+    /// target is full, which is reported once for the whole restore): it is not finished, so
+    /// it keeps neither its final length nor its metadata. The first call counts it as not
+    /// restored ([`super::full::Stop::not_restored`]); a file already failed is not counted
+    /// again.
+    pub fn give_up(&self, shared: &Shared<'_>) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            shared.stop.not_restored(1);
+        }
     }
 
     /// Whether a problem was reported for this file.

@@ -109,7 +109,8 @@ pub fn worker<'b>(
     unseal: Sender<Vec<UnsealJob<'b>>>,
 ) {
     for req in requests {
-        if shared.cancelled() {
+        // A cancelled restore, or a full target: no GET, every file of the range given up.
+        if shared.cancelled() || shared.full() {
             for blob in req.blobs {
                 abandon(shared, blob.dests);
             }
@@ -154,10 +155,11 @@ pub fn worker<'b>(
     }
 }
 
-/// Gives up every destination of a blob, silently (the restore was cancelled).
+/// Gives up every destination of a blob without a report of its own (the restore was
+/// cancelled, or the target is full).
 pub fn abandon(shared: &Shared<'_>, dests: Vec<Dest>) {
     for d in dests {
-        d.file.abandon();
+        d.file.give_up(shared);
         d.finish(shared);
     }
 }

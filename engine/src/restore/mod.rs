@@ -28,9 +28,17 @@
 //!
 //! A blob that cannot be read fails the files that need it (reported with pack and blob) and
 //! the restore goes on with everything else.
+//!
+//! A target out of space or quota (`ENOSPC`, `EDQUOT`) is different: every file after it
+//! would fail the same way. The first stage to meet it sets a shared flag ([`full::Stop`]);
+//! the plan then creates nothing more and only counts the entries it would have restored, the
+//! other stages give up what is in flight (one atomic load per range, blob and destination),
+//! and the restore returns [`RestoreError::TargetFull`] with that count, after one
+//! [`Event::RestoreStopped`] and no error per file.
 
 pub mod batch;
 pub mod fetch;
+pub mod full;
 pub mod plan;
 pub mod unseal;
 pub mod write;
@@ -50,6 +58,7 @@ use crate::fsmeta::{apply_file_metadata, apply_metadata, apply_metadata_at, is_r
 use crate::{Context, Event};
 use batch::{Batcher, Limits};
 use fetch::Budget;
+use full::{Faults, Stop};
 use plan::{Planner, Selection, Step};
 use write::Writer;
 
@@ -105,6 +114,23 @@ pub enum RestoreError {
     /// The host cancelled the restore.
     #[error("restore cancelled; the target holds the files finished so far")]
     Cancelled,
+    /// The target ran out of space or quota: creating, writing, extending or linking an entry
+    /// failed with `ENOSPC` or `EDQUOT`. The restore stopped there instead of trying every
+    /// remaining entry: the target holds the files finished before (plus those in progress,
+    /// which are not finished: no final length or metadata), and a restore into it again,
+    /// once there is room, completes the job (files are always created anew). Reported once
+    /// as [`Event::RestoreStopped`], not once per entry.
+    #[error("restore to {} stopped: {error}; {not_restored} files not restored", .target.display())]
+    TargetFull {
+        /// The target, as the options named it.
+        target: PathBuf,
+        /// Entries other than directories (regular files, symlinks, fifos, devices) of the
+        /// selection that were not restored because of it; entries that failed for reasons of
+        /// their own were reported each and are not counted here.
+        not_restored: u64,
+        /// What the file system said (`ENOSPC` or `EDQUOT`).
+        error: io::Error,
+    },
 }
 
 /// How hard a restore works: threads, batch sizes and memory. [`Default`] suits a local
@@ -157,9 +183,31 @@ pub struct Shared<'a> {
     devices: bool,
     progress: &'a RestoreProgress,
     cx: &'a Context,
+    /// Set when the target is full; what was not restored because of it.
+    stop: &'a Stop,
+    /// Errors a unit test injects (nothing otherwise).
+    faults: &'a Faults,
 }
 
 impl Shared<'_> {
+    /// Whether the target is full: nothing more is scheduled, and what is in flight is given
+    /// up.
+    fn full(&self) -> bool {
+        self.stop.is_full()
+    }
+
+    /// An entry `rel` could not be created, written or linked because of `e`. A full target
+    /// (`ENOSPC`, `EDQUOT`) stops the restore and counts the entry as not restored, without a
+    /// report of its own; any other error is reported with the entry.
+    fn failed(&self, rel: &Path, e: &io::Error) {
+        if full::is_target_full(e) {
+            self.stop.full(e);
+            self.stop.not_restored(1);
+        } else {
+            self.problem(rel, &e.to_string());
+        }
+    }
+
     /// Counts and reports a problem with `rel` (relative to the target).
     fn problem(&self, rel: &Path, msg: &str) {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
@@ -244,8 +292,9 @@ enum Work {
 
 /// Restores `snap` (or its subpath) into the target with [`RestoreTuning::default`]. Problems
 /// with single entries go out as events and are counted; the return is an error only when
-/// nothing could start, or when the host cancelled (then the target holds whole files plus
-/// those in progress, and a restore into it again completes the job).
+/// nothing could start, when the host cancelled (then the target holds whole files plus
+/// those in progress, and a restore into it again completes the job), or when the target ran
+/// out of space or quota ([`RestoreError::TargetFull`], the same state, reported once).
 pub fn run(
     repo: &Repository<Indexed>,
     snap: &Snapshot,
@@ -265,13 +314,41 @@ pub fn run_with(
     progress: &RestoreProgress,
     cx: &Context,
 ) -> Result<(), RestoreError> {
-    let result = run_inner(repo, snap, opts, tuning, progress, cx);
+    run_faulty(repo, snap, opts, tuning, progress, cx, &Faults::default())
+}
+
+/// [`run_with`], with errors a unit test injects.
+fn run_faulty(
+    repo: &Repository<Indexed>,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    tuning: &RestoreTuning,
+    progress: &RestoreProgress,
+    cx: &Context,
+    faults: &Faults,
+) -> Result<(), RestoreError> {
+    let stop = Stop::default();
+    let result = run_inner(repo, snap, opts, tuning, progress, cx, &stop, faults);
     if cx.cancel.is_cancelled() {
         return Err(RestoreError::Cancelled);
+    }
+    // Every stage has wound down: the one report of a full target.
+    if let Some((error, not_restored)) = stop.outcome() {
+        cx.emit(Event::RestoreStopped {
+            target: opts.target.clone(),
+            not_restored,
+            error: error.to_string(),
+        });
+        return Err(RestoreError::TargetFull {
+            target: opts.target.clone(),
+            not_restored,
+            error,
+        });
     }
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_inner(
     repo: &Repository<Indexed>,
     snap: &Snapshot,
@@ -279,6 +356,8 @@ fn run_inner(
     tuning: &RestoreTuning,
     progress: &RestoreProgress,
     cx: &Context,
+    stop: &Stop,
+    faults: &Faults,
 ) -> Result<(), RestoreError> {
     let writer = Writer::new(&opts.target, opts.verify).map_err(RestoreError::Target)?;
     let work = match opts
@@ -303,6 +382,8 @@ fn run_inner(
         devices: opts.devices,
         progress,
         cx,
+        stop,
+        faults,
     };
     let sel = Selection {
         include: opts.include.clone(),
@@ -379,4 +460,215 @@ fn run_inner(
         };
         result.map(|_| ()).map_err(RestoreError::from)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! A full target, simulated: the file system's `ENOSPC`, `EDQUOT` or `EIO` injected
+    //! into the plan's creates and the write stage's writes ([`full::Faults`]).
+
+    use super::*;
+    use crate::backup::{self, BackupOptions, Progress};
+    use crate::events::Collect;
+    use cairn_repo_format::config::Config;
+    use cairn_repo_format::key::KdfParams;
+    use cairn_repo_format::{Backend, ObjectStoreBackend};
+    use full::Op;
+    use std::sync::Arc;
+
+    const FILES: usize = 60;
+    /// Files from this one on fail.
+    const FIRST_BAD: usize = 30;
+
+    fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// `d{i / 20}/f{i:03}`: the walk meets the files in the order of `i`.
+    fn name(i: usize) -> PathBuf {
+        PathBuf::from(format!("d{}/f{i:03}", i / 20))
+    }
+
+    /// The file's number, from its path relative to the target.
+    fn number(rel: &Path) -> usize {
+        rel.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix('f'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A repository in memory with one backup of [`FILES`] files of several chunks each;
+    /// the source directory stays for comparisons.
+    fn backed_up() -> (Repository<Indexed>, Snapshot, tempfile::TempDir) {
+        let src = tempfile::tempdir().unwrap();
+        for i in 0..FILES {
+            let p = src.path().join(name(i));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, random_bytes(i as u64 + 1, 20_000 + i * 100)).unwrap();
+        }
+        let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let cheap = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let config = Config::new((4096, 8192, 16384), 3, 64 << 10);
+        Repository::init(backend.clone(), b"pw", config, cheap).unwrap();
+        let opened = Repository::open(backend, b"pw").unwrap();
+        let opts = BackupOptions {
+            paths: vec![src.path().to_path_buf()],
+            hostname: "test".into(),
+            workers: 2,
+            ..Default::default()
+        };
+        let out = backup::run(&opened, &opts, &Progress::default(), &Context::default()).unwrap();
+        (opened.load_index().unwrap(), out.snapshot, src)
+    }
+
+    /// Many small batches and several threads, so that files are in flight on every stage
+    /// when the target fills up.
+    fn tuning() -> RestoreTuning {
+        RestoreTuning {
+            connections: 3,
+            unseal_threads: 3,
+            batch_files: 4,
+            batch_blobs: 9,
+            max_gap: 4096,
+            max_range: 30_000,
+            in_flight_bytes: 100_000,
+        }
+    }
+
+    /// Restores with `code` injected into `op` on every file from [`FIRST_BAD`] on.
+    fn restore_failing(
+        op: Op,
+        code: i32,
+        repo: &Repository<Indexed>,
+        snap: &Snapshot,
+        target: &Path,
+    ) -> (Result<(), RestoreError>, Vec<Event>, RestoreProgress) {
+        let faults = Faults {
+            inject: Some(Box::new(move |o, rel| {
+                (o == op && number(rel) >= FIRST_BAD).then(|| io::Error::from_raw_os_error(code))
+            })),
+        };
+        let opts = RestoreOptions {
+            target: target.to_path_buf(),
+            subpath: None,
+            include: Default::default(),
+            exclude: Default::default(),
+            verify: true,
+            devices: false,
+        };
+        let collect = Collect::new();
+        let cx = Context {
+            events: collect.handle(),
+            ..Default::default()
+        };
+        let progress = RestoreProgress::default();
+        let r = run_faulty(repo, snap, &opts, &tuning(), &progress, &cx, &faults);
+        (r, collect.events(), progress)
+    }
+
+    /// Restored files identical to their source, by number.
+    fn identical(src: &Path, target: &Path) -> Vec<usize> {
+        (0..FILES)
+            .filter(|&i| {
+                std::fs::read(target.join(name(i))).ok() == std::fs::read(src.join(name(i))).ok()
+            })
+            .collect()
+    }
+
+    /// The target fills up at the first write (or create) of file FIRST_BAD: the restore
+    /// stops, returns TargetFull with the count, sends exactly one event and no error per
+    /// file, and every file is either restored whole or counted.
+    fn stops_once(op: Op, code: i32) {
+        let (repo, snap, src) = backed_up();
+        let target = tempfile::tempdir().unwrap();
+        let (r, events, progress) = restore_failing(op, code, &repo, &snap, target.path());
+        let Err(RestoreError::TargetFull {
+            target: t,
+            not_restored,
+            error,
+        }) = r
+        else {
+            panic!("expected TargetFull, got {r:?}");
+        };
+        assert_eq!(t, target.path());
+        assert_eq!(error.raw_os_error(), Some(code));
+        assert_eq!(
+            events,
+            vec![Event::RestoreStopped {
+                target: target.path().to_path_buf(),
+                not_restored,
+                error: error.to_string(),
+            }],
+            "one event, none per file"
+        );
+        assert_eq!(progress.errors.load(Ordering::Relaxed), 0);
+        let files = progress.files.load(Ordering::Relaxed);
+        assert_eq!(
+            files + not_restored,
+            FILES as u64,
+            "every file restored or counted, once"
+        );
+        assert!(not_restored >= (FILES - FIRST_BAD) as u64);
+        let whole = identical(src.path(), target.path());
+        assert_eq!(whole.len() as u64, files, "the restored files are whole");
+        assert!(whole.iter().all(|&i| i < FIRST_BAD), "{whole:?}");
+        if op == Op::Create {
+            // Nothing was created after the first refusal.
+            for i in FIRST_BAD..FILES {
+                assert!(!target.path().join(name(i)).exists(), "{i} created");
+            }
+        }
+    }
+
+    #[test]
+    fn no_space_on_write_stops_the_restore_with_one_report() {
+        stops_once(Op::Write, libc::ENOSPC);
+    }
+
+    #[test]
+    fn quota_exceeded_on_write_stops_the_restore_with_one_report() {
+        stops_once(Op::Write, libc::EDQUOT);
+    }
+
+    #[test]
+    fn no_inode_left_on_create_stops_the_restore_with_one_report() {
+        stops_once(Op::Create, libc::ENOSPC);
+    }
+
+    #[test]
+    fn other_write_errors_fail_their_files_and_the_restore_goes_on() {
+        let (repo, snap, src) = backed_up();
+        for (op, code) in [(Op::Write, libc::EIO), (Op::Create, libc::EACCES)] {
+            let target = tempfile::tempdir().unwrap();
+            let (r, events, progress) = restore_failing(op, code, &repo, &snap, target.path());
+            r.unwrap();
+            let failed = FILES - FIRST_BAD;
+            assert_eq!(progress.errors.load(Ordering::Relaxed), failed as u64);
+            assert_eq!(progress.files.load(Ordering::Relaxed), FIRST_BAD as u64);
+            assert_eq!(events.len(), failed, "{events:?}");
+            assert!(
+                events
+                    .iter()
+                    .all(|e| matches!(e, Event::RestoreFailed { .. })),
+                "{events:?}"
+            );
+            assert_eq!(
+                identical(src.path(), target.path()),
+                (0..FIRST_BAD).collect::<Vec<_>>()
+            );
+        }
+    }
 }

@@ -11,6 +11,9 @@
 //! blobs in the index and hands them to the batch stage. What must wait for file contents, a
 //! directory's metadata or a hard link to a file still being written, is deferred to the batch
 //! and run when the batch is complete.
+//!
+//! Once the target is full ([`super::full`]), the planner creates nothing more: the walk goes
+//! on, reading only trees, so that every entry that would have been restored is counted.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -24,6 +27,7 @@ use cairn_repo_format::{BlobType, Id, Indexed, RepoError, Repository};
 
 use super::Shared;
 use super::batch::{After, Batcher, FileState, Outcome, Status};
+use super::full::{self, Op};
 use super::write::{Dir, First, Writer};
 use crate::filter::Patterns;
 
@@ -422,6 +426,9 @@ impl<'s, 'a> Planner<'s, 'a> {
                     parent = d;
                 }
                 Err(e) => {
+                    if full::is_target_full(&e) {
+                        self.shared.stop.full(&e);
+                    }
                     let msg = e.to_string();
                     self.levels[i] = Level::Failed(msg.clone());
                     return Err(msg);
@@ -441,6 +448,12 @@ impl<'s, 'a> Planner<'s, 'a> {
         };
         match self.ready(rel.parent().unwrap_or(Path::new(""))) {
             Ok(d) => Some((d, name)),
+            // Its directory could not be created because the target is full: counted, as
+            // every entry after it, not reported.
+            Err(_) if self.shared.full() => {
+                self.shared.stop.not_restored(1);
+                None
+            }
             Err(msg) => {
                 self.shared.problem(rel, &msg);
                 None
@@ -448,8 +461,45 @@ impl<'s, 'a> Planner<'s, 'a> {
         }
     }
 
+    /// Whether `node` (not a directory) would be restored: sockets never are, device nodes
+    /// only when asked for.
+    fn restorable(&self, node: &Node) -> bool {
+        match node.kind {
+            NodeType::Dir | NodeType::Socket => false,
+            NodeType::Chardev | NodeType::Blockdev => self.shared.devices,
+            NodeType::File | NodeType::Symlink | NodeType::Fifo => true,
+        }
+    }
+
+    /// A step after the target filled up: nothing is created, the stack of directories the
+    /// walk is in is kept, and each entry that would have been restored is counted. Problems
+    /// of the snapshot itself (unreadable trees, unsafe or repeated names) are still
+    /// reported: they are not the target's.
+    fn skip(&mut self, step: Step<'_>) {
+        match step {
+            Step::EnterDir { rel, .. } => {
+                let name = rel.file_name().unwrap_or_default().to_os_string();
+                self.levels.push(Level::Pending(name));
+            }
+            Step::LeaveDir { .. } => {
+                self.levels.pop();
+            }
+            Step::Entry { node, .. } => {
+                if self.restorable(&node) {
+                    self.shared.stop.not_restored(1);
+                }
+            }
+            Step::Problem { rel, message } => self.shared.problem(rel, &message),
+            Step::Refused { rel, name, tree } => self.shared.refused(rel, name, Some(tree)),
+            Step::Duplicate { path, tree } => self.shared.duplicate(path, tree),
+        }
+    }
+
     /// Carries out one step of the walk.
     pub fn step(&mut self, step: Step<'_>) {
+        if self.shared.full() {
+            return self.skip(step);
+        }
         match step {
             Step::Problem { rel, message } => self.shared.problem(rel, &message),
             Step::Refused { rel, name, tree } => self.shared.refused(rel, name, Some(tree)),
@@ -457,7 +507,10 @@ impl<'s, 'a> Planner<'s, 'a> {
             Step::EnterDir { rel, create } => {
                 let name = rel.file_name().unwrap_or_default().to_os_string();
                 self.levels.push(Level::Pending(name));
-                if create && let Err(msg) = self.ready(rel) {
+                if create
+                    && let Err(msg) = self.ready(rel)
+                    && !self.shared.full()
+                {
                     self.shared.problem(rel, &msg);
                 }
             }
@@ -510,7 +563,7 @@ impl<'s, 'a> Planner<'s, 'a> {
         match self.writer.special(&dir, name, rel, &node) {
             Ok(Some(fd)) => self.shared.meta_at(&fd, name, rel, &node),
             Ok(None) => {}
-            Err(e) => self.shared.problem(rel, &e.to_string()),
+            Err(e) => self.shared.failed(rel, &e),
         }
     }
 
@@ -523,7 +576,7 @@ impl<'s, 'a> Planner<'s, 'a> {
             match outcome.get() {
                 Status::Ok => {
                     if let Err(e) = self.writer.link(&dir, name, rel, first) {
-                        self.shared.problem(rel, &e.to_string());
+                        self.shared.failed(rel, &e);
                     }
                     return;
                 }
@@ -543,10 +596,19 @@ impl<'s, 'a> Planner<'s, 'a> {
         }
         if self.batcher.files_full() {
             self.flush();
+            // The batch waited for may have filled the target.
+            if self.shared.full() {
+                return self.shared.stop.not_restored(1);
+            }
         }
-        let (path, f) = match self.writer.create_file(&dir, name, rel) {
+        let created = self
+            .shared
+            .faults
+            .check(Op::Create, rel)
+            .and_then(|()| self.writer.create_file(&dir, name, rel));
+        let (path, f) = match created {
             Ok(x) => x,
-            Err(e) => return self.shared.problem(rel, &e.to_string()),
+            Err(e) => return self.shared.failed(rel, &e),
         };
         let chunks = node.content.as_ref().map_or(0, Vec::len);
         let state = FileState::new(rel.to_path_buf(), path, node, f, chunks);
@@ -566,6 +628,12 @@ impl<'s, 'a> Planner<'s, 'a> {
         for (i, id) in content.iter().enumerate() {
             if self.batcher.blobs_full() {
                 self.flush();
+            }
+            if self.shared.full() {
+                // Nothing more is written: the file is given up, counted once.
+                state.give_up(self.shared);
+                state.release(self.shared, content.len() - i);
+                break;
             }
             match self.shared.repo.locate(BlobType::Data, id) {
                 Ok(loc) => {
@@ -657,8 +725,13 @@ fn run_after(
             } => match outcome.get() {
                 Status::Ok => {
                     if let Err(e) = writer.link(&dir, &name, &rel, &first) {
-                        shared.problem(&rel, &e.to_string());
+                        shared.failed(&rel, &e);
                     }
+                }
+                // The first name was given up (or failed) once the target was full: this
+                // name is counted, not reported.
+                Status::Failed | Status::Pending if shared.full() => {
+                    shared.stop.not_restored(1);
                 }
                 // The first name's error names the lost pack and blob; repeat it for this
                 // name.

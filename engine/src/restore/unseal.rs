@@ -61,7 +61,7 @@ pub fn worker(shared: &Shared<'_>, jobs: Receiver<Vec<UnsealJob<'_>>>) {
             dests,
             permit,
         } = job;
-        if shared.cancelled() {
+        if shared.cancelled() || shared.full() {
             super::fetch::abandon(shared, dests);
             drop(permit);
             continue;

@@ -41,6 +41,7 @@ use nix::sys::stat::{Mode, SFlag};
 
 use super::Shared;
 use super::batch::{Dest, FileState};
+use super::full::{self, Op};
 use super::unseal::Plain;
 
 /// Directory descriptors a restore keeps open at most, besides the pinned ones (see [`Dir`]).
@@ -151,8 +152,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `e` with where it happened; the operating system's code stays, so that a full target is
+/// still recognised ([`full::is_target_full`]).
 fn err(path: &Path, what: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {what}: {e}", path.display()))
+    full::located(path, what, e)
 }
 
 fn errno(e: nix::errno::Errno) -> io::Error {
@@ -581,24 +584,35 @@ pub fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<bool> {
 }
 
 /// Writes a blob's plaintext at every place it goes (a hole where it is all zeros), and
-/// finishes each file whose last chunk it was.
+/// finishes each file whose last chunk it was. Once the target is full, nothing more is
+/// written: each file is given up, without a report of its own.
 pub fn write_blob(shared: &Shared<'_>, plain: &Plain, dests: Vec<Dest>) {
     let len = plain.data.len() as u64;
     for dest in dests {
         let file = &dest.file;
-        if !file.is_failed() {
+        if shared.full() {
+            file.give_up(shared);
+        } else if !file.is_failed() {
             let written = if plain.zero {
                 Ok(())
             } else {
-                write_sparse(&file.file, &plain.data, dest.offset).map(|tail| {
-                    if tail {
-                        file.written(dest.offset, len)
-                    }
-                })
+                shared
+                    .faults
+                    .check(Op::Write, &file.rel)
+                    .and_then(|()| write_sparse(&file.file, &plain.data, dest.offset))
+                    .map(|tail| {
+                        if tail {
+                            file.written(dest.offset, len)
+                        }
+                    })
             };
             match written {
                 Ok(()) => {
                     shared.progress.bytes.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(e) if full::is_target_full(&e) => {
+                    shared.stop.full(&e);
+                    file.give_up(shared);
                 }
                 Err(e) => file.fail(shared, format!("{}: write: {e}", file.path.display())),
             }
@@ -622,7 +636,12 @@ fn finish(shared: &Shared<'_>, f: &FileState) -> bool {
     if f.needs_length()
         && let Err(e) = f.file.set_len(f.size())
     {
-        f.fail(shared, format!("{}: {e}", f.path.display()));
+        if full::is_target_full(&e) {
+            shared.stop.full(&e);
+            f.give_up(shared);
+        } else {
+            f.fail(shared, format!("{}: {e}", f.path.display()));
+        }
         return false;
     }
     if shared.verify {
