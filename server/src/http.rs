@@ -209,7 +209,9 @@ async fn route(
 ) -> Result<Response<Body>, Fail> {
     let tokens = state.tokens.get();
     let Some(grant) = bearer(&req).and_then(|t| tokens.lookup(t)).cloned() else {
-        let mut r = text(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
+        // An empty body: nothing for a prober to learn beyond the status.
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Ok(r);

@@ -46,6 +46,21 @@ fn id_of(data: &[u8]) -> String {
     Id::of_stored(data).to_hex()
 }
 
+/// Every file below `a` and `b`, by relative path and content, is the same.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let (x, y) = (read_tree_files(a), read_tree_files(b));
+    assert_eq!(
+        x.keys().collect::<Vec<_>>(),
+        y.keys().collect::<Vec<_>>(),
+        "{} and {}",
+        a.display(),
+        b.display()
+    );
+    for (k, v) in &x {
+        assert!(v == &y[k], "{} differs", k.display());
+    }
+}
+
 /// Polls `f` until it is true, or panics after `secs` naming `what`.
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -551,11 +566,16 @@ fn stalled_clients_are_dropped_while_others_are_served() {
         .build()
         .unwrap();
     let (mut slow_headers, mut stalled_body) = rt.block_on(async {
-        let mut a = raw_tls(&server).await;
-        a.write_all(b"GET /snapshots/ HTTP/1.1\r\nHost: x\r\nAuthor")
-            .await
-            .unwrap();
-        a.flush().await.unwrap();
+        // 200 clients that send part of their headers and then nothing.
+        let mut slow = Vec::new();
+        for _ in 0..200 {
+            let mut a = raw_tls(&server).await;
+            a.write_all(b"GET /snapshots/ HTTP/1.1\r\nHost: x\r\nAuthor")
+                .await
+                .unwrap();
+            a.flush().await.unwrap();
+            slow.push(a);
+        }
         let mut b = raw_tls(&server).await;
         let head = format!(
             "POST /index/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\n\r\n",
@@ -564,7 +584,7 @@ fn stalled_clients_are_dropped_while_others_are_served() {
         b.write_all(head.as_bytes()).await.unwrap();
         b.write_all(&body[..1000]).await.unwrap();
         b.flush().await.unwrap();
-        (a, b)
+        (slow, b)
     });
     // Meanwhile, everyone else is served at once.
     for _ in 0..5 {
@@ -573,8 +593,13 @@ fn stalled_clients_are_dropped_while_others_are_served() {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
     rt.block_on(async {
-        let a = until_closed(&mut slow_headers, Duration::from_secs(20)).await;
-        assert!(a.is_some(), "a client sending headers slowly is dropped");
+        for a in &mut slow_headers {
+            let closed = until_closed(a, Duration::from_secs(20)).await;
+            assert!(
+                closed.is_some(),
+                "a client sending headers slowly is dropped"
+            );
+        }
         let b = until_closed(&mut stalled_body, Duration::from_secs(20)).await;
         assert!(b.is_some(), "a client that stopped mid-body is dropped");
     });
@@ -1293,7 +1318,7 @@ fn several_nodes_through_the_server(
             ],
         )
         .success();
-        assert_same_content(src, &target);
+        assert_same_tree(src, &target);
     }
     let out = run(admin, &["forget", "--keep-last", "1", "--prune"]);
     out.success();
@@ -1375,4 +1400,149 @@ fn several_nodes_back_up_at_once_through_the_server_into_azurite() {
     let mut locks = 0;
     cairn_repo_format::Backend::list(&b, "locks/", &mut |_| locks += 1).unwrap();
     assert_eq!(locks, 0);
+}
+
+#[test]
+fn http2_trust_an_empty_401_and_a_malformed_tokens_file_on_reload() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let srv = base.path().join("srv");
+    let server = Server::start(&storage, &srv, Options::default());
+    // HTTP/2 is negotiated by ALPN.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let alpn = rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(server.ca()).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+    });
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+
+    // No token, or an unknown one: 401 with an empty body.
+    let h = Http::new(&server);
+    for token in [None, Some("not-a-token-at-all-0000")] {
+        let r = h.send("GET", "/snapshots/", token, None, &[]).unwrap();
+        assert_eq!(r.status, 401);
+        assert!(r.body.is_empty(), "{:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+    }
+
+    // The test CA is not trusted by default: without --cacert the command fails cleanly,
+    // naming the certificate problem; with it, it works.
+    let repo = server.location("");
+    cairn_as(&server, ADMIN, &["-r", &repo, "init", "--kdf-memory", "64"]).success();
+    let out = run_cairn_with_env(
+        &["-r", &repo, "snapshots"],
+        Some(PASSWORD),
+        RunAs::Me,
+        &[("CAIRN_SERVER_TOKEN".to_string(), READ.to_string())],
+    );
+    out.failed_cleanly();
+    assert!(
+        out.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        out.stderr
+    );
+    cairn_as(&server, READ, &["-r", &repo, "snapshots"]).success();
+
+    // A tokens file that does not load leaves the previous tokens in force.
+    std::fs::write(
+        srv.join("tokens"),
+        "too-short admin\nno-role-token-0123456789\n",
+    )
+    .unwrap();
+    wait_for(30, "the failed reload to be logged", || {
+        server.log_text().contains("tokens file not reloaded")
+    });
+    assert_eq!(h.status("GET", "/", ADMIN, None), 200);
+    assert_eq!(h.status("GET", "/", READ, None), 200);
+    assert!(!server.log_text().contains(ADMIN), "a token was logged");
+}
+
+#[test]
+fn a_backup_survives_a_server_killed_and_restarted_under_it() {
+    let base = tempdir();
+    let storage = base.path().join("storage");
+    let mut server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let repo = server.location("");
+    cairn_as(&server, ADMIN, &["-r", &repo, "init", "--kdf-memory", "64"]).success();
+    let src = base.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4u64 {
+        write_random_file(&src.join(format!("f{i}.bin")), 12 << 20, 300 + i);
+    }
+    // Slowed to 8 MiB/s, so that the server dies while uploads are under way.
+    let mut child = std::process::Command::new(cairn_bin())
+        .args(["--cacert", server.ca().to_str().unwrap(), "-r", &repo])
+        .args(["--limit-upload", "8192", "backup", "--host", "n"])
+        .arg(&src)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .env("CAIRN_SERVER_TOKEN", APPEND)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(60, "the first pack and an upload in progress", || {
+        let f = files(&storage);
+        f.iter().any(|f| f.starts_with("data/")) && f.iter().any(|f| f.contains(".tmp-"))
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup was still running"
+    );
+    server.kill();
+    assert!(
+        files(&storage).iter().all(|f| !f.starts_with("snapshots/")),
+        "killed before the snapshot"
+    );
+    server.restart();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the backup's retries carried it over the restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cairn_as(&server, ADMIN, &["-r", &repo, "check", "--read-data"]).success();
+    let target = base.path().join("out");
+    cairn_as(
+        &server,
+        READ,
+        &[
+            "-r",
+            &repo,
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    )
+    .success();
+    assert_same_tree(&src, &target);
 }
