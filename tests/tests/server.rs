@@ -61,6 +61,20 @@ fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// A server on `base/storage`, its files in `base/srv`, with `extra` flags.
+fn start_in(base: &Path, extra: &[&str]) -> (std::path::PathBuf, Server) {
+    let storage = base.join("storage");
+    let server = Server::start(
+        &storage,
+        &base.join("srv"),
+        Options {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    );
+    (storage, server)
+}
+
 /// Polls `f` until it is true, or panics after `secs` naming `what`.
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -90,10 +104,7 @@ impl Http {
     }
 
     fn with_ca(base: &str, ca_pem: &[u8]) -> Http {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let certs = reqwest::Certificate::from_pem_bundle(ca_pem).unwrap();
         let client = reqwest::Client::builder()
             .tls_certs_only(certs)
@@ -167,8 +178,7 @@ fn rest(server: &Server, prefix: &str, token: &str) -> RestBackend {
 #[test]
 fn rest_backend_conforms_through_a_real_server() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let (storage, server) = start_in(base.path(), &[]);
     let b = rest(&server, "", ADMIN);
     assert_eq!(b.access().unwrap(), Access::Full);
     cairn_repo_format::backend::conformance::run_all(&b);
@@ -190,15 +200,7 @@ fn rest_backend_conforms_through_a_real_server() {
 #[test]
 fn roles_names_receipts_and_limits_over_real_http() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let server = Server::start(
-        &storage,
-        &base.path().join("srv"),
-        Options {
-            extra: vec!["--max-size".into(), "64K".into()],
-            ..Default::default()
-        },
-    );
+    let (storage, server) = start_in(base.path(), &["--max-size", "64K"]);
     let h = Http::new(&server);
 
     // Role discovery and authentication.
@@ -481,8 +483,24 @@ fn roles_names_receipts_and_limits_over_real_http() {
     );
 }
 
+/// A current-thread Tokio runtime for a test's own async clients.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A TLS connection made by hand, for clients that misbehave.
 async fn raw_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    raw_tls_offering(server, Vec::new()).await
+}
+
+/// A TLS connection trusting the test CA, offering `alpn` protocols.
+async fn raw_tls_offering(
+    server: &Server,
+    alpn: Vec<Vec<u8>>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(server.ca()).unwrap();
     use rustls::pki_types::pem::PemObject;
@@ -490,11 +508,12 @@ async fn raw_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net:
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
         .await
@@ -506,10 +525,7 @@ async fn raw_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net:
 /// Sends one request exactly as written (no client normalises the path) and returns the
 /// status.
 fn raw_status(server: &Server, method: &str, path: &str, token: &str, body: &[u8]) -> u16 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let mut c = raw_tls(server).await;
         let head = format!(
@@ -549,22 +565,11 @@ async fn until_closed(
 #[test]
 fn stalled_clients_are_dropped_while_others_are_served() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let server = Server::start(
-        &storage,
-        &base.path().join("srv"),
-        Options {
-            extra: vec!["--idle-timeout".into(), "2".into()],
-            ..Default::default()
-        },
-    );
+    let (storage, server) = start_in(base.path(), &["--idle-timeout", "2"]);
     let h = Http::new(&server);
     let body = vec![3u8; 100_000];
     let id = id_of(&body);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (mut slow_headers, mut stalled_body) = rt.block_on(async {
         // 200 clients that send part of their headers and then nothing.
         let mut slow = Vec::new();
@@ -616,14 +621,10 @@ fn stalled_clients_are_dropped_while_others_are_served() {
 #[test]
 fn a_server_killed_mid_upload_leaves_no_object_and_cleans_up_at_start() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let mut server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let (storage, mut server) = start_in(base.path(), &[]);
     let body: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
     let id = id_of(&body);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _conn = rt.block_on(async {
         let mut c = raw_tls(&server).await;
         let head = format!(
@@ -724,8 +725,7 @@ fn cairn_as(server: &Server, token: &str, args: &[&str]) -> Output {
 #[test]
 fn cairn_commands_through_the_server_with_each_role() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let (storage, server) = start_in(base.path(), &[]);
     let repo = server.location("");
     let src = base.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -917,8 +917,7 @@ fn an_append_client_cannot_destroy_history_or_stop_maintenance() {
     use cairn_repo_format::{FileKind, Repository};
 
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let (storage, server) = start_in(base.path(), &[]);
     let repo = server.location("");
     let run = |token: &str, args: &[&str]| {
         let mut all = vec!["-r", repo.as_str()];
@@ -1140,24 +1139,13 @@ fn answers_with(server: &Server, code: u16) -> u64 {
 #[test]
 fn requests_past_the_limit_get_429_and_clients_retry_them() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let server = Server::start(
-        &storage,
-        &base.path().join("srv"),
-        Options {
-            extra: vec!["--max-requests".into(), "1".into()],
-            ..Default::default()
-        },
-    );
+    let (_, server) = start_in(base.path(), &["--max-requests", "1"]);
     let repo = server.location("");
     cairn_as(&server, ADMIN, &["-r", &repo, "init", "--kdf-memory", "64"]).success();
     // One upload in flight, its body stalled: it holds the only request slot.
     let body = vec![7u8; 50_000];
     let id = id_of(&body);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut stalled = rt.block_on(async {
         let mut c = raw_tls(&server).await;
         let head = format!(
@@ -1336,8 +1324,7 @@ fn several_nodes_through_the_server(
 #[test]
 fn several_nodes_back_up_at_once_through_the_server_into_a_local_directory() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let (storage, server) = start_in(base.path(), &[]);
     cairn_as(
         &server,
         ADMIN,
@@ -1409,32 +1396,9 @@ fn http2_trust_an_empty_401_and_a_malformed_tokens_file_on_reload() {
     let srv = base.path().join("srv");
     let server = Server::start(&storage, &srv, Options::default());
     // HTTP/2 is negotiated by ALPN.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let alpn = rt.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(server.ca()).unwrap();
-        use rustls::pki_types::pem::PemObject;
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
-            .await
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let tls = raw_tls_offering(&server, vec![b"h2".to_vec(), b"http/1.1".to_vec()]).await;
         tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
     });
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
@@ -1488,8 +1452,7 @@ fn http2_trust_an_empty_401_and_a_malformed_tokens_file_on_reload() {
 #[test]
 fn a_backup_survives_a_server_killed_and_restarted_under_it() {
     let base = tempdir();
-    let storage = base.path().join("storage");
-    let mut server = Server::start(&storage, &base.path().join("srv"), Options::default());
+    let (storage, mut server) = start_in(base.path(), &[]);
     let repo = server.location("");
     cairn_as(&server, ADMIN, &["-r", &repo, "init", "--kdf-memory", "64"]).success();
     let src = base.path().join("src");
