@@ -9,7 +9,8 @@
 # (utime + stime from /proc/PID/stat, before and after each run) and peak RSS (VmHWM).
 # Prints a markdown table of medians and the median per-round ratio server/direct.
 #
-# Usage: benches/scripts/server.sh [WORKDIR] [ROUNDS]   (default /mnt/bench/server, 3)
+# Usage: benches/scripts/server.sh [WORKDIR] [ROUNDS]   (default /mnt/bench/server, 3; DATA=DIR
+#   uses an existing copy of the dataset instead of making one in WORKDIR/ds)
 # Needs: a tmpfs at WORKDIR's parent (mount -t tmpfs -o size=14g tmpfs /mnt/bench), openssl,
 #   a release build (cargo build --release -p cairn-agent).
 set -euo pipefail
@@ -20,7 +21,7 @@ cairn=${CAIRN:-$here/target/release/cairn}
 shared=${SHARED:-$here/../shared}
 [ -x "$cairn" ] || { echo "$cairn missing: cargo build --release -p cairn-agent" >&2; exit 1; }
 mkdir -p "$work"
-ds=$work/ds
+ds=${DATA:-$work/ds}
 [ -d "$ds" ] || bash "$shared/bench/make-dataset.sh" "$ds" >/dev/null
 export CAIRN_PASSWORD=bench XDG_CACHE_HOME=$work/cache
 results=$work/results.tsv
@@ -64,7 +65,7 @@ server_hwm() { awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status"; }
 # measure ROUND PHASE MODE CMD...: runs CMD under /usr/bin/time, appends a result line
 measure() {
   local round=$1 phase=$2 mode=$3; shift 3
-  local c0=0 c1=0 hwm=0
+  local c0=0 c1=0 hwm=0 w u s m
   [ "$mode" = server ] && c0=$(server_cpu)
   /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || {
     echo "$mode $phase failed:" >&2; cat "$work/err" >&2; exit 1; }
@@ -74,10 +75,10 @@ measure() {
     "$(echo "$u + $s" | bc)" "$m" "$(echo "$c1 - $c0" | bc)" "$hwm" >>"$results"
 }
 
-direct() { "$cairn" -q -r "$work/repo-direct" "$@"; }
-viaserver() { # TOKEN ARGS...
-  local t=$1; shift
-  CAIRN_SERVER_TOKEN=$t "$cairn" -q --cacert "$pki/ca.pem" -r "rest:https://127.0.0.1:$port" "$@"
+# The command lines of each path (arrays, so /usr/bin/time runs them directly).
+direct=("$cairn" -q -r "$work/repo-direct")
+viaserver() { # TOKEN: sets VIA to the command line with that token
+  VIA=(env "CAIRN_SERVER_TOKEN=$1" "$cairn" -q --cacert "$pki/ca.pem" -r "rest:https://127.0.0.1:$port")
 }
 
 "$cairn" --version >/dev/null
@@ -85,18 +86,18 @@ for round in $(seq 1 "$rounds"); do
   rm -rf "$work/repo-direct" "$work/repo-server" "$work"/out-*
   mkdir -p "$work/repo-server"
   start_server "$work/repo-server"
-  direct init >/dev/null
-  viaserver "$admin" init >/dev/null
+  "${direct[@]}" init >/dev/null
+  viaserver "$admin"; "${VIA[@]}" init >/dev/null
   if [ $((round % 2)) = 1 ]; then order=(direct server); else order=(server direct); fi
-  for m in "${order[@]}"; do
-    if [ "$m" = direct ]; then measure "$round" backup direct direct backup --host bench "$ds"
-    else measure "$round" backup server viaserver "$append" backup --host bench "$ds"; fi
+  for path in "${order[@]}"; do
+    if [ "$path" = direct ]; then measure "$round" backup direct "${direct[@]}" backup --host bench "$ds"
+    else viaserver "$append"; measure "$round" backup server "${VIA[@]}" backup --host bench "$ds"; fi
   done
-  for m in "${order[@]}"; do
-    if [ "$m" = direct ]; then measure "$round" restore direct direct restore latest --target "$work/out-direct"
-    else measure "$round" restore server viaserver "$read" restore latest --target "$work/out-server"; fi
-    diff -r --no-dereference "$ds" "$work/out-$m" >/dev/null || { echo "$m restore differs from the data" >&2; exit 1; }
-    rm -rf "$work/out-$m"
+  for path in "${order[@]}"; do
+    if [ "$path" = direct ]; then measure "$round" restore direct "${direct[@]}" restore latest --target "$work/out-direct"
+    else viaserver "$read"; measure "$round" restore server "${VIA[@]}" restore latest --target "$work/out-server"; fi
+    diff -r --no-dereference "$ds" "$work/out-$path" >/dev/null || { echo "$path restore differs from the data" >&2; exit 1; }
+    rm -rf "$work/out-$path"
   done
   stop_server
   echo "round $round done" >&2
