@@ -40,7 +40,7 @@ openssl x509 -req -in "$pki/tls.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAc
 append=bench-append-token-0123456789 read=bench-read-token-0123456789
 admin=bench-admin-token-0123456789
 printf '%s append\n%s read\n%s admin\n' "$append" "$read" "$admin" >"$pki/tokens"
-head -c 32 /dev/urandom >"$pki/receipt.key"
+head -c 32 /dev/urandom | base64 >"$pki/receipt.key"
 
 server_pid=
 stop_server() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true; server_pid=; }
